@@ -1,0 +1,2 @@
+#include "libvmm/libvmm.h"
+int main(void) { return 0; }

@@ -1,1 +1,215 @@
-/* stub */
+/* Parses `vmm-run run` options (crosvm's names) into a struct run_opts. */
+#include "args.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libvmm/libvmm.h"
+
+#define MAX_MEM_MIB (1024UL * 1024) /* 1 TiB: beyond that a value is a typo */
+
+const char main_usage[] =
+	"Usage: vmm-run COMMAND [ARGS]\n"
+	"\n"
+	"Commands:\n"
+	"  run [OPTIONS] KERNEL   boot KERNEL (an ELF64 vmlinux or a bzImage) in a new VM\n"
+	"  version                print the libvmm version\n"
+	"  help                   print this help\n"
+	"\n"
+	"Run 'vmm-run run --help' for the options of run.\n";
+
+const char run_usage[] =
+	"Usage: vmm-run run [OPTIONS] KERNEL\n"
+	"\n"
+	"Boot KERNEL, an ELF64 vmlinux or a bzImage, with its console on COM1\n"
+	"wired to this terminal (stdin and stdout; raw mode when stdin is a\n"
+	"terminal). Exits 0 when the guest powers off or reboots, 1 on errors,\n"
+	"a triple fault or a KVM internal error.\n"
+	"\n"
+	"Options:\n"
+	"  -p, --params STR   append STR to the kernel command line (repeatable);\n"
+	"                     the command line starts with\n"
+	"                     \"console=ttyS0 reboot=k panic=-1\"\n"
+	"  -c, --cpus N       number of vCPUs (default 1, at most 64)\n"
+	"  -m, --mem MIB      guest memory in MiB (default 256, at least 16)\n"
+	"  -i, --initrd PATH  initial ramdisk\n"
+	"  -h, --help         print this help\n";
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int parse_uint(const char *name, const char *s, unsigned long min, unsigned long max,
+	       unsigned long *out, char *err, size_t errlen)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return fail(err, errlen, "%s: '%s' is not a number", name, s);
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*end)
+		return fail(err, errlen, "%s: '%s' is not a number", name, s);
+	if (errno == ERANGE || v > max)
+		return fail(err, errlen, "%s: %s is too large (at most %lu)", name, s, max);
+	if (v < min)
+		return fail(err, errlen, "%s: %s is too small (at least %lu)", name, s, min);
+	*out = v;
+	return 0;
+}
+
+static int add_param(struct run_opts *o, const char *p, char *err, size_t errlen)
+{
+	size_t old = o->params ? strlen(o->params) : 0;
+	char *n = realloc(o->params, old + strlen(p) + 2);
+
+	if (!n)
+		return fail(err, errlen, "out of memory");
+	if (old)
+		n[old++] = ' ';
+	strcpy(n + old, p);
+	o->params = n;
+	return 0;
+}
+
+enum opt_id { OPT_PARAMS, OPT_CPUS, OPT_MEM, OPT_INITRD, OPT_HELP };
+
+static const struct option_def {
+	char short_name;
+	const char *long_name;
+	bool has_arg;
+	enum opt_id id;
+} options[] = {
+	{ 'p', "params", true, OPT_PARAMS }, { 'c', "cpus", true, OPT_CPUS },
+	{ 'm', "mem", true, OPT_MEM },       { 'i', "initrd", true, OPT_INITRD },
+	{ 'h', "help", false, OPT_HELP },
+};
+
+/* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
+static const struct option_def *find_option(const char *arg, const char **inline_val)
+{
+	*inline_val = NULL;
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		const struct option_def *d = &options[i];
+
+		if (arg[1] == '-') {
+			size_t n = strlen(d->long_name);
+
+			if (strncmp(arg + 2, d->long_name, n) != 0)
+				continue;
+			if (arg[2 + n] == '=' && d->has_arg)
+				*inline_val = arg + 3 + n;
+			else if (arg[2 + n] != '\0')
+				continue;
+			return d;
+		}
+		if (arg[1] == d->short_name) {
+			if (arg[2] && d->has_arg)
+				*inline_val = arg + 2;
+			else if (arg[2])
+				continue;
+			return d;
+		}
+	}
+	return NULL;
+}
+
+static int apply(struct run_opts *o, const struct option_def *d, const char *val, char *err,
+		 size_t errlen)
+{
+	char name[32];
+	unsigned long v;
+
+	snprintf(name, sizeof(name), "-%c/--%s", d->short_name, d->long_name);
+	switch (d->id) {
+	case OPT_PARAMS:
+		return add_param(o, val, err, errlen);
+	case OPT_CPUS:
+		if (parse_uint(name, val, 1, VM_MAX_VCPUS, &v, err, errlen) < 0)
+			return -1;
+		o->cpus = (unsigned int)v;
+		return 0;
+	case OPT_MEM:
+		if (parse_uint(name, val, 16, MAX_MEM_MIB, &v, err, errlen) < 0)
+			return -1;
+		o->mem_mib = (unsigned int)v;
+		return 0;
+	case OPT_INITRD:
+		if (o->initrd)
+			return fail(err, errlen, "%s given twice", name);
+		if (!val[0])
+			return fail(err, errlen, "%s: empty path", name);
+		o->initrd = val;
+		return 0;
+	case OPT_HELP:
+		o->help = true;
+		return 0;
+	}
+	return fail(err, errlen, "internal error: unhandled option");
+}
+
+int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, size_t errlen)
+{
+	bool only_args = false;
+
+	memset(o, 0, sizeof(*o));
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const struct option_def *d;
+		const char *val;
+
+		if (only_args || a[0] != '-' || a[1] == '\0') {
+			if (o->kernel) {
+				fail(err, errlen, "unexpected argument '%s' (the kernel is '%s')", a,
+				     o->kernel);
+				goto bad;
+			}
+			o->kernel = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_args = true;
+			continue;
+		}
+		d = find_option(a, &val);
+		if (!d) {
+			fail(err, errlen, "unknown option '%s'", a);
+			goto bad;
+		}
+		if (d->has_arg && !val) {
+			if (i + 1 >= argc) {
+				fail(err, errlen, "option '%s' needs a value", a);
+				goto bad;
+			}
+			val = argv[++i];
+		}
+		if (apply(o, d, val, err, errlen) < 0)
+			goto bad;
+	}
+	if (!o->help && !o->kernel) {
+		fail(err, errlen, "no kernel given (usage: vmm-run run [OPTIONS] KERNEL)");
+		goto bad;
+	}
+	return 0;
+bad:
+	run_opts_free(o);
+	return -1;
+}
+
+void run_opts_free(struct run_opts *o)
+{
+	free(o->params);
+	o->params = NULL;
+}

@@ -1,1 +1,472 @@
-/* stub: to be written */
+/* VM assembly: config checks, guest memory, kernel and tables, vCPUs, legacy devices, run and stop. */
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "lib/layout.h"
+#include "lib/x86/acpi.h"
+#include "lib/x86/bootparams.h"
+#include "lib/x86/cpu.h"
+
+#define DEFAULT_MEM_MIB 256
+#define MIN_MEM_MIB 16
+#define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
+
+/* The last vm_create() error of this thread, for vm_last_error(NULL). */
+static __thread struct vmm_err create_err;
+
+void vm_config_init(struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->struct_size = sizeof(*cfg);
+	cfg->console_in_fd = -1;
+	cfg->console_out_fd = -1;
+	cfg->log_level = VM_LOG_INFO;
+}
+
+const char *vm_version(void)
+{
+	return LIBVMM_VERSION;
+}
+
+const char *vm_exit_reason_name(int reason)
+{
+	switch (reason) {
+	case VM_EXIT_POWEROFF:
+		return "poweroff";
+	case VM_EXIT_RESET:
+		return "reset";
+	case VM_EXIT_STOPPED:
+		return "stopped";
+	case VM_EXIT_TRIPLE_FAULT:
+		return "triple fault";
+	case VM_EXIT_INTERNAL_ERROR:
+		return "internal error";
+	case VM_EXIT_HOST_ERROR:
+		return "host error";
+	default:
+		return "unknown";
+	}
+}
+
+const char *vm_last_error(const struct vm *vm)
+{
+	return vm ? vm->err.msg : create_err.msg;
+}
+
+bool vm_exiting(const struct vm *vm)
+{
+	return atomic_load(&vm->exit_reason) >= 0;
+}
+
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, const char *fmt, ...)
+{
+	int expected = -1;
+	uint64_t one = 1;
+
+	if (!atomic_compare_exchange_strong(&vm->exit_reason, &expected, (int)reason))
+		return;
+	if (fmt) {
+		va_list ap;
+
+		va_start(ap, fmt);
+		vsnprintf(vm->exit_msg, sizeof(vm->exit_msg), fmt, ap);
+		va_end(ap);
+	}
+	(void)!write(vm->exit_fd, &one, sizeof(one));
+}
+
+/* Copy the caller's config, clamping to the size it was compiled with. */
+static void config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+	size_t n = src->struct_size < sizeof(*dst) ? src->struct_size : sizeof(*dst);
+
+	vm_config_init(dst);
+	memcpy(dst, src, n);
+	dst->struct_size = sizeof(*dst);
+}
+
+static int config_check(struct vm *vm, const struct vm_config *cfg, struct vmm_err *err)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t host_mib = (pages > 0 && psize > 0) ? ((uint64_t)pages * (uint64_t)psize) >> 20 : 0;
+
+	if (!cfg || cfg->struct_size < offsetof(struct vm_config, log))
+		return err_set(err, EINVAL, "vm_config.struct_size is not set");
+	config_copy(&vm->cfg, cfg);
+	if (!vm->cfg.kernel_path || !vm->cfg.kernel_path[0])
+		return err_set(err, EINVAL, "no kernel given");
+	if (vm->cfg.mem_mib == 0)
+		vm->cfg.mem_mib = DEFAULT_MEM_MIB;
+	if (vm->cfg.mem_mib < MIN_MEM_MIB)
+		return err_set(err, EINVAL, "guest memory of %u MiB is too small (at least %u MiB)",
+			       vm->cfg.mem_mib, MIN_MEM_MIB);
+	if (host_mib && vm->cfg.mem_mib > host_mib)
+		return err_set(err, EINVAL,
+			       "guest memory of %u MiB is more than this host's %llu MiB of RAM",
+			       vm->cfg.mem_mib, (unsigned long long)host_mib);
+	if (vm->cfg.vcpus == 0)
+		vm->cfg.vcpus = 1;
+	if (vm->cfg.vcpus > VM_MAX_VCPUS)
+		return err_set(err, EINVAL, "%u vCPUs requested; at most %u are supported",
+			       vm->cfg.vcpus, VM_MAX_VCPUS);
+	if ((unsigned)vm->cfg.log_level > VM_LOG_DEBUG)
+		vm->cfg.log_level = VM_LOG_DEBUG;
+	vm->ncpus = vm->cfg.vcpus;
+	vm->log = (struct vmm_log){ vm->cfg.log, vm->cfg.log_opaque, vm->cfg.log_level };
+	return 0;
+}
+
+static int build_cmdline(struct vm *vm, struct vmm_err *err)
+{
+	const char *extra = vm->cfg.cmdline ? vm->cfg.cmdline : "";
+	size_t n = strlen(DEFAULT_CMDLINE) + 1 + strlen(extra) + 1;
+
+	vm->cmdline = malloc(n);
+	if (!vm->cmdline)
+		return err_set(err, ENOMEM, "out of memory");
+	snprintf(vm->cmdline, n, "%s%s%s", DEFAULT_CMDLINE, extra[0] ? " " : "", extra);
+	return 0;
+}
+
+/* Load kernel, initrd, ACPI tables, boot params and boot page tables into RAM. */
+static int load_guest(struct vm *vm, struct vmm_err *err)
+{
+	uint8_t *img = NULL, *initrd = NULL;
+	size_t img_size = 0, initrd_size = 0;
+	uint64_t initrd_addr = 0, rsdp = 0;
+	struct acpi_config ac = { .ncpus = vm->ncpus };
+	struct boot_setup bs;
+	int ret;
+
+	ret = file_read_all(vm->cfg.kernel_path, "kernel", &img, &img_size, err);
+	if (ret < 0)
+		return ret;
+	if (vm->cfg.initrd_path) {
+		ret = file_read_all(vm->cfg.initrd_path, "initrd", &initrd, &initrd_size, err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = gm_init(&vm->mem, (uint64_t)vm->cfg.mem_mib << 20, err);
+	if (ret < 0)
+		goto out;
+	ret = kernel_load(&vm->mem, img, img_size, &vm->kernel, err);
+	if (ret < 0)
+		goto out;
+	if (initrd) {
+		ret = initrd_load(&vm->mem, &vm->kernel, initrd, initrd_size, &initrd_addr, err);
+		if (ret < 0)
+			goto out;
+	}
+	ret = acpi_build(&vm->mem, &ac, &rsdp, err);
+	if (ret < 0)
+		goto out;
+	bs = (struct boot_setup){ &vm->kernel, vm->cmdline, initrd_addr, initrd_size, rsdp };
+	ret = bootparams_write(&vm->mem, &bs, err);
+	if (ret < 0)
+		goto out;
+	ret = x86_write_boot_tables(&vm->mem, err);
+out:
+	free(img);
+	free(initrd);
+	return ret;
+}
+
+static void irq_kvm(void *ctx, uint32_t gsi, int level)
+{
+	struct vm *vm = ctx;
+
+	kvm_irq_line(&vm->kvm, gsi, level);
+}
+
+static void vm_reset_line(void *ctx)
+{
+	vm_request_exit(ctx, VM_EXIT_RESET, NULL);
+}
+
+/* Hardware-reduced ACPI registers: sleep control/status and the reset register. */
+static void acpi_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct vm *vm = opaque;
+
+	if (!is_write) {
+		memset(data, 0, len);
+		return;
+	}
+	switch (offset + PORT_ACPI_SLEEP_CTL) {
+	case PORT_ACPI_SLEEP_CTL:
+		/* SLP_EN (bit 5) with SLP_TYP (bits 4:2) of \_S5. */
+		if ((data[0] & 0x20) && ((data[0] >> 2) & 7) == ACPI_S5_SLP_TYP)
+			vm_request_exit(vm, VM_EXIT_POWEROFF, NULL);
+		break;
+	case PORT_ACPI_RESET:
+		if (data[0] == ACPI_RESET_VALUE)
+			vm_request_exit(vm, VM_EXIT_RESET, NULL);
+		break;
+	default:
+		break;
+	}
+}
+
+static int add_devices(struct vm *vm, struct vmm_err *err)
+{
+	int ret;
+
+	vm->irq = (struct irq_chip){ irq_kvm, vm };
+	vm->com1 = serial_create(&vm->irq, IRQ_COM1, vm->cfg.console_out_fd);
+	vm->cmos = cmos_create(vm->mem.regions[0].size,
+			       vm->mem.nregions > 1 ? vm->mem.regions[1].size : 0);
+	vm->i8042 = i8042_create(vm_reset_line, vm);
+	if (!vm->com1 || !vm->cmos || !vm->i8042)
+		return err_set(err, ENOMEM, "out of memory for devices");
+	ret = bus_register(&vm->pio, PORT_COM1, 8, serial_io, vm->com1);
+	if (!ret)
+		ret = bus_register(&vm->pio, PORT_CMOS, 2, cmos_io, vm->cmos);
+	if (!ret)
+		ret = bus_register(&vm->pio, PORT_I8042, 5, i8042_io, vm->i8042);
+	if (!ret)
+		ret = bus_register(&vm->pio, PORT_ACPI_SLEEP_CTL, 3, acpi_io, vm);
+	if (!ret)
+		ret = bus_register(&vm->pio, PORT_PCI_CONFIG, 8, pci_pio, &vm->pci);
+	if (!ret)
+		ret = bus_register(&vm->mmio, LAYOUT_ECAM, LAYOUT_ECAM_SIZE, pci_ecam, &vm->pci);
+	if (ret < 0)
+		return err_set(err, -ret, "cannot register legacy devices: %s", strerror(-ret));
+	return 0;
+}
+
+static int setup_kvm(struct vm *vm, struct vmm_err *err)
+{
+	bool pvm = x86_host_is_pvm();
+	int ret;
+
+	ret = kvm_open(&vm->kvm, "/dev/kvm", err);
+	if (ret < 0)
+		return ret;
+	for (unsigned int i = 0; i < vm->mem.nregions; i++) {
+		ret = kvm_set_memory(&vm->kvm, i, vm->mem.regions[i].gpa, vm->mem.regions[i].size,
+				     vm->mem.regions[i].host, err);
+		if (ret < 0)
+			return ret;
+	}
+	if (pvm)
+		log_msg(&vm->log, VM_LOG_INFO,
+			"host KVM is nested PVM: hiding CPU features it cannot run in guest ring 0");
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kvm_cpuid2 *cpuid;
+
+		ret = vcpu_init(&vm->vcpus[i], vm, i, err);
+		if (ret < 0)
+			return ret;
+		cpuid = x86_cpuid_for_vcpu(vm->kvm.cpuid, i, vm->ncpus, pvm);
+		if (!cpuid)
+			return err_set(err, ENOMEM, "out of memory");
+		ret = x86_setup_vcpu(vm->vcpus[i].fd, cpuid, i == 0, vm->kernel.entry,
+				     LAYOUT_ZERO_PAGE, err);
+		free(cpuid);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out)
+{
+	struct vmm_err *err = &create_err;
+	struct vm *vm;
+	int ret;
+
+	err_clear(err);
+	if (!out)
+		return err_set(err, EINVAL, "vm_create: out is NULL");
+	*out = NULL;
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return err_set(err, ENOMEM, "out of memory");
+	vm->mem.fd = -1;
+	vm->kvm.sys_fd = vm->kvm.vm_fd = -1;
+	vm->exit_fd = -1;
+	atomic_init(&vm->exit_reason, -1);
+	atomic_init(&vm->ran, false);
+	bus_init(&vm->pio);
+	bus_init(&vm->mmio);
+	pci_root_init(&vm->pci);
+
+	ret = config_check(vm, cfg, err);
+	if (ret < 0)
+		goto fail;
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		ret = err_set(err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	vm->kernel_path = strdup(vm->cfg.kernel_path);
+	vm->initrd_path = vm->cfg.initrd_path ? strdup(vm->cfg.initrd_path) : NULL;
+	if (!vm->kernel_path || (vm->cfg.initrd_path && !vm->initrd_path)) {
+		ret = err_set(err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	vm->cfg.kernel_path = vm->kernel_path;
+	vm->cfg.initrd_path = vm->initrd_path;
+	ret = build_cmdline(vm, err);
+	if (ret < 0)
+		goto fail;
+	vm->cfg.cmdline = NULL;
+	vm->exit_fd = eventfd(0, EFD_CLOEXEC);
+	if (vm->exit_fd < 0) {
+		ret = err_set(err, errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	/* Everything that depends only on the files comes before KVM, so
+	 * bad input is reported the same way on hosts without KVM. */
+	ret = load_guest(vm, err);
+	if (ret < 0)
+		goto fail;
+	ret = setup_kvm(vm, err);
+	if (ret < 0)
+		goto fail;
+	ret = add_devices(vm, err);
+	if (ret < 0)
+		goto fail;
+	*out = vm;
+	return 0;
+fail:
+	vm_destroy(vm);
+	return ret;
+}
+
+/* Host input -> COM1, waiting for FIFO room instead of dropping input. */
+static void *console_thread(void *arg)
+{
+	struct vm *vm = arg;
+	int in = vm->cfg.console_in_fd;
+	bool in_open = true;
+
+	pthread_setname_np(pthread_self(), "console");
+	while (!vm_exiting(vm)) {
+		size_t space = serial_rx_space(vm->com1);
+		struct pollfd p[3] = {
+			{ .fd = vm->exit_fd, .events = POLLIN },
+			{ .fd = serial_rx_space_fd(vm->com1), .events = POLLIN },
+			{ .fd = (in_open && space) ? in : -1, .events = POLLIN },
+		};
+
+		if (poll(p, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents)
+			break;
+		if (p[1].revents) {
+			uint64_t v;
+
+			(void)!read(p[1].fd, &v, sizeof(v));
+		}
+		if (p[2].revents) {
+			uint8_t buf[64];
+			ssize_t n = read(in, buf, space < sizeof(buf) ? space : sizeof(buf));
+
+			if (n > 0)
+				serial_feed(vm->com1, buf, (size_t)n);
+			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+				in_open = false;
+		}
+	}
+	return NULL;
+}
+
+int vm_run(struct vm *vm)
+{
+	struct vmm_err *err = &vm->err;
+	bool expected = false;
+	unsigned int started = 0;
+	int ret, reason;
+
+	if (!atomic_compare_exchange_strong(&vm->ran, &expected, true))
+		return err_set(err, EBUSY, "vm_run: this VM has already run");
+	ret = vcpu_install_kick_handler();
+	if (ret < 0)
+		return err_set(err, -ret, "cannot install the vCPU kick signal handler");
+	if (vm->cfg.console_in_fd >= 0) {
+		ret = pthread_create(&vm->console_thread, NULL, console_thread, vm);
+		if (ret)
+			return err_set(err, ret, "cannot start the console thread: %s", strerror(ret));
+		vm->console_started = true;
+	}
+	for (; started < vm->ncpus && !vm_exiting(vm); started++) {
+		ret = vcpu_start(&vm->vcpus[started], err);
+		if (ret < 0) {
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "%s", err->msg);
+			break;
+		}
+	}
+	for (;;) {
+		struct pollfd p = { .fd = vm->exit_fd, .events = POLLIN };
+
+		if (vm_exiting(vm))
+			break;
+		if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "poll: %s", strerror(errno));
+			break;
+		}
+	}
+	for (unsigned int i = 0; i < started; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	for (unsigned int i = 0; i < started; i++)
+		vcpu_join(&vm->vcpus[i]);
+	if (vm->console_started) {
+		pthread_join(vm->console_thread, NULL);
+		vm->console_started = false;
+	}
+	reason = atomic_load(&vm->exit_reason);
+	if (vm->exit_msg[0])
+		err_set(err, EIO, "%s", vm->exit_msg);
+	else
+		err_clear(err);
+	log_msg(&vm->log, VM_LOG_DEBUG, "VM exited: %s", vm_exit_reason_name(reason));
+	return reason;
+}
+
+int vm_stop(struct vm *vm)
+{
+	vm_request_exit(vm, VM_EXIT_STOPPED, NULL);
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->vcpus) {
+		for (unsigned int i = 0; i < vm->ncpus; i++)
+			if (vm->vcpus[i].fd >= 0)
+				vcpu_destroy(&vm->vcpus[i]);
+		free(vm->vcpus);
+	}
+	serial_destroy(vm->com1);
+	cmos_destroy(vm->cmos);
+	i8042_destroy(vm->i8042);
+	pci_root_destroy(&vm->pci);
+	kvm_close(&vm->kvm);
+	gm_destroy(&vm->mem);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	if (vm->exit_fd >= 0)
+		close(vm->exit_fd);
+	free(vm->kernel_path);
+	free(vm->initrd_path);
+	free(vm->cmdline);
+	free(vm);
+}

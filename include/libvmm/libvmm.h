@@ -9,6 +9,12 @@
 extern "C" {
 #endif
 
+#if defined(__GNUC__)
+#define LIBVMM_API __attribute__((visibility("default")))
+#else
+#define LIBVMM_API
+#endif
+
 #define LIBVMM_VERSION_MAJOR 0
 #define LIBVMM_VERSION_MINOR 1
 
@@ -90,7 +96,7 @@ enum vm_exit_reason {
 /**
  * Fill @cfg with defaults: struct_size set, console fds -1, log level INFO.
  */
-void vm_config_init(struct vm_config *cfg);
+LIBVMM_API void vm_config_init(struct vm_config *cfg);
 
 /**
  * Create a VM: open /dev/kvm, allocate guest memory, load the kernel and
@@ -109,7 +115,7 @@ void vm_config_init(struct vm_config *cfg);
  * Security: the kernel, initrd and all guest activity are untrusted; libvmm
  * checks every guest-supplied address and length.
  */
-int vm_create(const struct vm_config *cfg, struct vm **out);
+LIBVMM_API int vm_create(const struct vm_config *cfg, struct vm **out);
 
 /**
  * Run the VM until the guest powers off or resets, vm_stop() is called, or
@@ -119,33 +125,33 @@ int vm_create(const struct vm_config *cfg, struct vm **out);
  * Returns a non-negative enum vm_exit_reason, or a negative errno if the VM
  * could not be started (-EBUSY if it already ran).
  */
-int vm_run(struct vm *vm);
+LIBVMM_API int vm_run(struct vm *vm);
 
 /**
  * Ask a running VM to stop: every vCPU leaves the guest and vm_run() returns
  * VM_EXIT_STOPPED. Thread safe and async-signal safe; may be called before
  * vm_run(), in which case vm_run() returns at once. Returns 0.
  */
-int vm_stop(struct vm *vm);
+LIBVMM_API int vm_stop(struct vm *vm);
 
 /**
  * Free everything the VM holds. The VM must not be running (vm_run() has
  * returned or was never called). NULL is accepted.
  */
-void vm_destroy(struct vm *vm);
+LIBVMM_API void vm_destroy(struct vm *vm);
 
 /**
  * The last error message for @vm, or for the calling thread's last failed
  * vm_create() when @vm is NULL. Never NULL; "" when there was none. Valid
  * until the next call on the same VM (or thread).
  */
-const char *vm_last_error(const struct vm *vm);
+LIBVMM_API const char *vm_last_error(const struct vm *vm);
 
 /** A short name for an exit reason ("poweroff", "reset", ...). */
-const char *vm_exit_reason_name(int reason);
+LIBVMM_API const char *vm_exit_reason_name(int reason);
 
 /** The library version as "MAJOR.MINOR.PATCH". */
-const char *vm_version(void);
+LIBVMM_API const char *vm_version(void);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,39 @@
+/* vmm-run's command-line parsing, kept apart from main() so unit tests can drive it. */
+#ifndef LIBVMM_FRONTEND_ARGS_H
+#define LIBVMM_FRONTEND_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define ARGS_ERR_MAX 256
+
+/* Options of `vmm-run run`. */
+struct run_opts {
+	const char *kernel;
+	const char *initrd;
+	char *params; /* -p values joined by spaces, malloc'ed, or NULL */
+	unsigned int cpus;    /* 0: not given */
+	unsigned int mem_mib; /* 0: not given */
+	bool help;
+};
+
+/*
+ * Parse the arguments after "run" (argv[0] is the first option). Returns 0,
+ * or -1 with a one-line message in @err (no "vmm-run:" prefix). On success
+ * free the result with run_opts_free().
+ */
+int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, size_t errlen);
+void run_opts_free(struct run_opts *o);
+
+/*
+ * Parse a decimal count for option @name: digits only, no sign, no
+ * overflow, between @min and @max. Returns 0 or -1 with a message.
+ */
+int parse_uint(const char *name, const char *s, unsigned long min, unsigned long max,
+	       unsigned long *out, char *err, size_t errlen);
+
+/* Usage text of `vmm-run run` and of `vmm-run` as a whole. */
+extern const char run_usage[];
+extern const char main_usage[];
+
+#endif

@@ -1,0 +1,65 @@
+/* The VM object: assembles memory, vCPUs, buses and devices from a config, runs and stops them. */
+#ifndef LIBVMM_LIB_VM_H
+#define LIBVMM_LIB_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "devices/cmos.h"
+#include "devices/i8042.h"
+#include "devices/serial.h"
+#include "lib/bus.h"
+#include "lib/err.h"
+#include "lib/irq.h"
+#include "lib/kvm.h"
+#include "lib/loader/kernel.h"
+#include "lib/log.h"
+#include "lib/memory.h"
+#include "lib/pci.h"
+#include "lib/vcpu.h"
+#include "libvmm/libvmm.h"
+
+struct vm {
+	struct vm_config cfg; /* copy; the path strings below are owned */
+	char *kernel_path;
+	char *initrd_path;
+	char *cmdline; /* the full command line given to the guest */
+	struct vmm_log log;
+	struct vmm_err err; /* last error of an API call on this VM */
+
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	struct pci_root pci;
+	struct irq_chip irq;
+	struct serial *com1;
+	struct cmos *cmos;
+	struct i8042 *i8042;
+	struct kernel_image kernel;
+
+	unsigned int ncpus;
+	struct vcpu *vcpus;
+
+	atomic_int exit_reason; /* -1 while running */
+	atomic_bool ran;
+	int exit_fd; /* eventfd: written once when exit_reason is set */
+	char exit_msg[VMM_ERR_MAX];
+
+	pthread_t console_thread;
+	bool console_started;
+};
+
+/*
+ * Record why the VM must stop (the first caller wins), with a message for
+ * vm_last_error(), and wake vm_run(). Called from vCPU and device threads.
+ * @fmt may be NULL. Async-signal safe when @fmt is NULL.
+ */
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* True once an exit has been requested. */
+bool vm_exiting(const struct vm *vm);
+
+#endif

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Integration tests for vmm-run.
+
+Usage: run_vmm.py CASE VMM_RUN GUEST_BZIMAGE GUEST_ELF
+
+Cases that only exercise argument and file checking run on any host: vmm-run
+checks the kernel, initrd and command line before it opens /dev/kvm. Cases
+that boot the test guest need /dev/kvm and exit 77 (skipped) without it.
+Every VM runs under a timeout; a hang is a failure.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+
+SKIP = 77
+TIMEOUT = 120
+
+vmm, bzimage, elf = sys.argv[2], sys.argv[3], sys.argv[4]
+tmp = tempfile.mkdtemp(prefix="vmm-it-")
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def run(args, stdin=b"", timeout=TIMEOUT, prefix=()):
+    """Run vmm-run with args; returns (status, stdout, stderr) as text."""
+    cmd = list(prefix) + [vmm] + list(args)
+    try:
+        p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace")
+        print(out)
+        failures.append("timed out: %s" % " ".join(cmd))
+        return None, out, ""
+    out = p.stdout.decode(errors="replace")
+    err = p.stderr.decode(errors="replace")
+    return p.returncode, out, err
+
+
+def expect_error(args, needle, prefix=(), what=None):
+    """vmm-run must fail with status 1 and one stderr line containing needle."""
+    what = what or " ".join(args)
+    st, out, err = run(args, prefix=prefix)
+    lines = err.strip("\n").split("\n") if err else []
+    print("[%s] -> %s: %s" % (what, st, err.strip()))
+    check(st == 1, "%s: exit status %s, expected 1" % (what, st))
+    check(len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, err))
+    check(needle in err, "%s: stderr %r lacks %r" % (what, err, needle))
+    check(out == "", "%s: unexpected stdout %r" % (what, out))
+
+
+def write(name, data):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def need_kvm():
+    if not os.path.exists("/dev/kvm"):
+        print("skipped: /dev/kvm is not present on this host")
+        sys.exit(SKIP)
+
+
+def guest_lines(out):
+    return [l.rstrip("\r") for l in out.split("\n") if l.startswith("GUEST ")]
+
+
+def field(lines, key):
+    """Value of 'key=...' in the first GUEST line that has it."""
+    for l in lines:
+        m = re.search(r"\b%s=(\S*)" % re.escape(key), l)
+        if m:
+            return m.group(1)
+    return None
+
+
+def boot(kernel, args=(), stdin=b"", params=""):
+    a = list(args)
+    if params:
+        a += ["-p", params]
+    st, out, err = run(["run"] + a + [kernel], stdin=stdin)
+    print(out)
+    if err:
+        print("stderr:", err)
+    return st, guest_lines(out), err
+
+
+def check_pass(lines, what):
+    check("GUEST result pass" in lines, "%s: guest did not report 'GUEST result pass'" % what)
+    for l in lines:
+        check(not l.startswith("GUEST FAIL"), "%s: %s" % (what, l))
+
+
+# ---- cases that run on any host ----
+
+
+def case_cli():
+    st, out, err = run([])
+    check(st == 1 and "Usage: vmm-run" in err, "no arguments: usage on stderr, status 1")
+    st, out, err = run(["--help"])
+    check(st == 0 and "run [OPTIONS] KERNEL" in out, "--help: usage on stdout, status 0")
+    st, out, err = run(["run", "--help"])
+    for opt in ("--params", "--cpus", "--mem", "--initrd", "--help"):
+        check(st == 0 and opt in out, "run --help mentions %s" % opt)
+    expect_error(["frobnicate"], "unknown command 'frobnicate'")
+    expect_error(["run", "--bogus", bzimage], "unknown option '--bogus'")
+    expect_error(["run"], "no kernel given")
+    expect_error(["run", "-m", "0", bzimage], "-m/--mem: 0 is too small")
+    expect_error(["run", "-c", "0", bzimage], "-c/--cpus: 0 is too small")
+    expect_error(["run", "-c", "100000", bzimage], "-c/--cpus: 100000 is too large")
+    expect_error(["run", "-m", "99999999999999", bzimage], "-m/--mem: 99999999999999 is too large")
+    expect_error(["run", "-m", "lots", bzimage], "'lots' is not a number")
+    st, out, err = run(["version"])
+    check(st == 0 and out.startswith("vmm-run "), "version prints the version")
+
+
+def case_bad_files():
+    with open(elf, "rb") as f:
+        elf_data = f.read()
+    with open(bzimage, "rb") as f:
+        bz_data = f.read()
+    missing = os.path.join(tmp, "no-such-kernel")
+    expect_error(["run", missing], "No such file or directory", what="missing kernel")
+    check(missing in run(["run", missing])[2], "missing kernel: message names the path")
+    expect_error(["run", tmp], "is a directory", what="directory as kernel")
+    expect_error(["run", write("empty", b"")], "is empty", what="empty kernel")
+    expect_error(["run", write("text", b"#!/bin/sh\necho this is not a kernel\n" * 20)],
+                 "not an ELF64 vmlinux or bzImage", what="text file as kernel")
+    for cut in (16, 64, 200, len(elf_data) // 2):
+        expect_error(["run", write("elf-%d" % cut, elf_data[:cut])], "kernel",
+                     what="ELF truncated to %d bytes" % cut)
+    bad = bytearray(bz_data)
+    bad[0x202:0x206] = b"XXXX"
+    expect_error(["run", write("bz-magic", bytes(bad))], "not an ELF64 vmlinux or bzImage",
+                 what="bzImage with a broken HdrS magic")
+    bad = bytearray(bz_data)
+    bad[0x1f1] = 0xff  # setup_sects past the end of the file
+    expect_error(["run", write("bz-setup", bytes(bad))], "setup", what="bzImage setup_sects past EOF")
+    bad = bytearray(bz_data)
+    bad[0x236] &= 0xfe  # clear XLF_KERNEL_64
+    expect_error(["run", write("bz-no64", bytes(bad))], "64-bit", what="bzImage without a 64-bit entry")
+    expect_error(["run", write("bz-trunc", bz_data[:0x300])], "kernel", what="bzImage truncated")
+    big = write("big-initrd", b"\0" * (20 << 20))
+    expect_error(["run", "-m", "16", "-i", big, bzimage], "initrd",
+                 what="initrd larger than guest memory")
+    expect_error(["run", "-i", os.path.join(tmp, "none"), bzimage], "No such file",
+                 what="missing initrd")
+    expect_error(["run", "-i", tmp, bzimage], "is a directory", what="directory as initrd")
+    expect_error(["run", "-p", "x" * 3000, bzimage], "command line",
+                 what="command line longer than the kernel accepts")
+    expect_error(["run", "-m", "1000000", bzimage], "more than this host",
+                 what="more memory than the host has")
+
+
+def case_no_kvm():
+    """A missing or inaccessible /dev/kvm, simulated in a private mount namespace."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        print("skipped: needs root and unshare to hide /dev/kvm")
+        sys.exit(SKIP)
+    script = 'mount -t tmpfs none /dev && exec "$@"'
+    expect_error(["run", bzimage], "KVM is not available",
+                 prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"],
+                 what="no /dev/kvm")
+    script = ('mount -t tmpfs none /dev && mknod -m 0600 /dev/kvm c 10 232 && '
+              'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"')
+    expect_error(["run", bzimage], "cannot open /dev/kvm: Permission denied",
+                 prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"],
+                 what="/dev/kvm not accessible")
+
+
+# ---- cases that boot the test guest under KVM ----
+
+
+def case_boot():
+    need_kvm()
+    for kernel, entry in ((bzimage, "64"), (elf, "64")):
+        for mem in (64, 256, 4096):
+            what = "%s -m %d" % (os.path.basename(kernel), mem)
+            st, lines, err = boot(kernel, ["-m", str(mem)], params="guest.aps=0")
+            check(st == 0, "%s: exit status %s (%s)" % (what, st, err.strip()))
+            check(field(lines, "entry") == entry, "%s: entered through the 64-bit entry" % what)
+            ram = int(field(lines, "ram_mib") or -1)
+            # The EBDA/BIOS hole and, above 3 GiB, the MMIO hole are not RAM.
+            check(mem - 2 <= ram <= mem, "%s: guest saw %d MiB of RAM" % (what, ram))
+            check("GUEST exit poweroff" in lines, "%s: powered off" % what)
+            check_pass(lines, what)
+
+
+def case_smp():
+    need_kvm()
+    st, lines, err = boot(bzimage, ["-c", "4"])
+    check(st == 0, "-c 4: exit status %s" % st)
+    check(field(lines, "lapics") == "4", "-c 4: MADT lists 4 CPUs")
+    m = [l for l in lines if l.startswith("GUEST cpus ")]
+    check(m and "online=4" in m[0], "-c 4: all four CPUs came up: %r" % m)
+    ids = sorted(int(field([l], "apic_id")) for l in lines if re.match(r"GUEST cpu \d+ ", l))
+    check(ids == [1, 2, 3], "-c 4: APs report APIC ids 1..3, got %r" % ids)
+    check_pass(lines, "-c 4")
+
+
+def case_cmdline_initrd():
+    need_kvm()
+    data = os.urandom(700 * 1024 + 123)
+    path = write("initrd", data)
+    params = "guest.aps=0 hello=world path=/a/b,c quoted=\"x\""
+    st, lines, err = boot(bzimage, ["-i", path], params=params)
+    check(st == 0, "initrd: exit status %s" % st)
+    cl = [l for l in lines if l.startswith("GUEST cmdline=")]
+    check(cl and cl[0] == "GUEST cmdline=console=ttyS0 reboot=k panic=-1 " + params,
+          "command line arrives intact: %r" % cl)
+    check(field(lines, "size") == str(len(data)), "initrd size")
+    check(field(lines, "crc32") == "%08x" % zlib.crc32(data), "initrd checksum")
+    check_pass(lines, "initrd")
+
+
+def case_exits():
+    need_kvm()
+    st, lines, err = boot(bzimage, params="guest.aps=0 guest.exit=reset")
+    check(st == 0 and "GUEST exit reset" in lines, "i8042 reset ends vmm-run with 0 (%s)" % st)
+    st, lines, err = boot(bzimage, params="guest.aps=0 guest.exit=triplefault")
+    check(st == 1, "triple fault: exit status %s" % st)
+    check("triple fault" in err and len(err.strip().split("\n")) == 1,
+          "triple fault: one-line message %r" % err)
+
+
+def case_console_input():
+    need_kvm()
+    msg = b"hello from the host 12345"
+    st, lines, err = boot(bzimage, stdin=msg, params="guest.aps=0 guest.echo=%d" % len(msg))
+    check(st == 0, "echo: exit status %s" % st)
+    check("GUEST echo=" + msg.decode() in lines, "bytes on stdin reach the guest UART")
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+if __name__ == "__main__":
+    try:
+        CASES[sys.argv[1]]()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        sys.exit(1)
+    print("all checks passed")

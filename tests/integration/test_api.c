@@ -1,0 +1,197 @@
+/* The public API as an embedder uses it: errors without KVM, and two VMs at once in one process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libvmm/libvmm.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                        \
+	do {                                                                                    \
+		if (!(cond)) {                                                                  \
+			failures++;                                                             \
+			printf("FAIL %s:%d: ", __FILE__, __LINE__);                             \
+			printf(__VA_ARGS__);                                                    \
+			printf("\n");                                                           \
+		}                                                                               \
+	} while (0)
+
+static const char *kernel;
+
+/* Errors are negative errnos with a one-line message, and nothing leaks. */
+static void test_errors(void)
+{
+	struct vm_config cfg;
+	struct vm *vm = (struct vm *)1;
+	int ret;
+
+	CHECK(vm_create(NULL, &vm) == -EINVAL && vm == NULL, "NULL config");
+	CHECK(strlen(vm_last_error(NULL)) > 0, "message for NULL config");
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.kernel_path = kernel;
+	CHECK(vm_create(&cfg, &vm) == -EINVAL, "struct_size 0 is refused");
+	CHECK(strstr(vm_last_error(NULL), "struct_size"), "message names struct_size: %s",
+	      vm_last_error(NULL));
+
+	vm_config_init(&cfg);
+	CHECK(vm_create(&cfg, &vm) == -EINVAL, "no kernel");
+	CHECK(strstr(vm_last_error(NULL), "no kernel"), "message: %s", vm_last_error(NULL));
+
+	cfg.kernel_path = "/nonexistent/kernel";
+	ret = vm_create(&cfg, &vm);
+	CHECK(ret == -ENOENT, "missing kernel gives -ENOENT, got %d", ret);
+	CHECK(strstr(vm_last_error(NULL), "/nonexistent/kernel"), "message names the path: %s",
+	      vm_last_error(NULL));
+	CHECK(!strchr(vm_last_error(NULL), '\n'), "message is one line");
+
+	cfg.kernel_path = "/";
+	CHECK(vm_create(&cfg, &vm) == -EISDIR, "directory as kernel");
+
+	cfg.kernel_path = kernel;
+	cfg.mem_mib = 8;
+	CHECK(vm_create(&cfg, &vm) == -EINVAL, "8 MiB of RAM is refused");
+	cfg.mem_mib = 0;
+	cfg.vcpus = VM_MAX_VCPUS + 1;
+	CHECK(vm_create(&cfg, &vm) == -EINVAL, "too many vCPUs");
+	cfg.vcpus = 1;
+
+	/* A caller built against an older, smaller struct is accepted. */
+	cfg.struct_size = offsetof(struct vm_config, log);
+	cfg.log_level = (enum vm_log_level)99; /* beyond struct_size: ignored */
+	ret = vm_create(&cfg, &vm);
+	if (access("/dev/kvm", F_OK) == 0) {
+		CHECK(ret == 0, "create with an older struct_size: %s", vm_last_error(NULL));
+		vm_destroy(vm);
+	} else {
+		CHECK(ret == -ENODEV, "without /dev/kvm vm_create gives -ENODEV, got %d", ret);
+		CHECK(strstr(vm_last_error(NULL), "KVM is not available"), "message: %s",
+		      vm_last_error(NULL));
+	}
+
+	vm_destroy(NULL);
+	CHECK(!strcmp(vm_exit_reason_name(VM_EXIT_POWEROFF), "poweroff"), "reason names");
+	CHECK(!strcmp(vm_exit_reason_name(12345), "unknown"), "unknown reason name");
+	CHECK(vm_version()[0] >= '0' && vm_version()[0] <= '9', "version string");
+}
+
+struct runner {
+	struct vm *vm;
+	int out[2];
+	int reason;
+	char output[65536];
+	size_t len;
+};
+
+static void *run_thread(void *arg)
+{
+	struct runner *r = arg;
+
+	r->reason = vm_run(r->vm);
+	return NULL;
+}
+
+static void *drain_thread(void *arg)
+{
+	struct runner *r = arg;
+	ssize_t n;
+
+	while ((n = read(r->out[0], r->output + r->len, sizeof(r->output) - 1 - r->len)) > 0)
+		r->len += (size_t)n;
+	r->output[r->len] = '\0';
+	return NULL;
+}
+
+static int start_vm(struct runner *r, const char *params)
+{
+	struct vm_config cfg;
+
+	memset(r, 0, sizeof(*r));
+	if (pipe2(r->out, O_CLOEXEC) < 0)
+		return -errno;
+	vm_config_init(&cfg);
+	cfg.kernel_path = kernel;
+	cfg.cmdline = params;
+	cfg.mem_mib = 64;
+	cfg.vcpus = 2;
+	cfg.console_out_fd = r->out[1];
+	return vm_create(&cfg, &r->vm);
+}
+
+/* Two VMs created and run at once: both boot, check themselves, power off. */
+static void test_two_vms(void)
+{
+	struct runner r[2];
+	pthread_t t[2], d[2];
+
+	for (int i = 0; i < 2; i++) {
+		int ret = start_vm(&r[i], "guest.exit=poweroff");
+
+		CHECK(ret == 0, "vm %d: %s", i, vm_last_error(NULL));
+		if (ret)
+			return;
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_create(&d[i], NULL, drain_thread, &r[i]);
+		pthread_create(&t[i], NULL, run_thread, &r[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		vm_destroy(r[i].vm);
+		close(r[i].out[1]);
+		pthread_join(d[i], NULL);
+		close(r[i].out[0]);
+		CHECK(r[i].reason == VM_EXIT_POWEROFF, "vm %d ended with %s: %s", i,
+		      vm_exit_reason_name(r[i].reason), r[i].output);
+		CHECK(strstr(r[i].output, "GUEST result pass"), "vm %d output:\n%s", i, r[i].output);
+	}
+}
+
+/* vm_stop from another thread ends a guest that would run forever. */
+static void test_stop(void)
+{
+	struct runner r;
+	pthread_t t, d;
+
+	if (start_vm(&r, "guest.exit=halt guest.aps=0") != 0) {
+		CHECK(0, "create: %s", vm_last_error(NULL));
+		return;
+	}
+	pthread_create(&d, NULL, drain_thread, &r);
+	pthread_create(&t, NULL, run_thread, &r);
+	/* Stopping at any moment must work, even before the guest printed. */
+	CHECK(vm_stop(r.vm) == 0, "vm_stop");
+	pthread_join(t, NULL);
+	CHECK(r.reason == VM_EXIT_STOPPED, "stopped VM returns VM_EXIT_STOPPED, got %d", r.reason);
+	CHECK(vm_run(r.vm) == -EBUSY, "second vm_run is refused");
+	vm_destroy(r.vm);
+	close(r.out[1]);
+	pthread_join(d, NULL);
+	close(r.out[0]);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s errors|vms GUEST_KERNEL\n", argv[0]);
+		return 2;
+	}
+	kernel = argv[2];
+	if (!strcmp(argv[1], "errors")) {
+		test_errors();
+	} else {
+		if (access("/dev/kvm", F_OK) != 0) {
+			printf("skipped: /dev/kvm is not present on this host\n");
+			return 77;
+		}
+		test_two_vms();
+		test_stop();
+	}
+	printf("%s: %d failure(s)\n", argv[1], failures);
+	return failures ? 1 : 0;
+}

@@ -58,9 +58,9 @@ void gm_init_fake(struct guest_mem *m, void *buf, uint64_t size)
 
 void gm_destroy(struct guest_mem *m)
 {
-	if (m->fd >= 0) {
-		if (m->base)
-			munmap(m->base, m->total);
+	/* A zeroed struct has fd 0 but no mapping: only close what gm_init made. */
+	if (m->fd >= 0 && m->base) {
+		munmap(m->base, m->total);
 		close(m->fd);
 	}
 	memset(m, 0, sizeof(*m));
@@ -74,8 +74,9 @@ void *gm_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 
 		if (gpa < r->gpa || gpa - r->gpa > r->size)
 			continue;
+		/* gpa may be the end of this region and the start of the next. */
 		if (len > r->size - (gpa - r->gpa))
-			return NULL;
+			continue;
 		return r->host + (gpa - r->gpa);
 	}
 	return NULL;

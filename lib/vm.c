@@ -279,15 +279,12 @@ static int setup_kvm(struct vm *vm, struct vmm_err *err)
 	return 0;
 }
 
-int vm_create(const struct vm_config *cfg, struct vm **out)
+/* Allocate a VM and build its guest image; see vm_prepare() in vm.h. */
+int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err)
 {
-	struct vmm_err *err = &create_err;
 	struct vm *vm;
 	int ret;
 
-	err_clear(err);
-	if (!out)
-		return err_set(err, EINVAL, "vm_create: out is NULL");
 	*out = NULL;
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -328,11 +325,31 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		ret = err_set(err, errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	/* Everything that depends only on the files comes before KVM, so
-	 * bad input is reported the same way on hosts without KVM. */
 	ret = load_guest(vm, err);
 	if (ret < 0)
 		goto fail;
+	*out = vm;
+	return 0;
+fail:
+	vm_destroy(vm);
+	return ret;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out)
+{
+	struct vmm_err *err = &create_err;
+	struct vm *vm;
+	int ret;
+
+	err_clear(err);
+	if (!out)
+		return err_set(err, EINVAL, "vm_create: out is NULL");
+	*out = NULL;
+	/* Everything that depends only on the files comes before KVM, so
+	 * bad input is reported the same way on hosts without KVM. */
+	ret = vm_prepare(cfg, &vm, err);
+	if (ret < 0)
+		return ret;
 	ret = setup_kvm(vm, err);
 	if (ret < 0)
 		goto fail;
@@ -352,16 +369,23 @@ static void *console_thread(void *arg)
 	struct vm *vm = arg;
 	int in = vm->cfg.console_in_fd;
 	bool in_open = true;
+	uint8_t buf[64];
+	size_t have = 0; /* bytes read from the host but not yet taken by the UART */
 
 	pthread_setname_np(pthread_self(), "console");
 	while (!vm_exiting(vm)) {
-		size_t space = serial_rx_space(vm->com1);
 		struct pollfd p[3] = {
 			{ .fd = vm->exit_fd, .events = POLLIN },
 			{ .fd = serial_rx_space_fd(vm->com1), .events = POLLIN },
-			{ .fd = (in_open && space) ? in : -1, .events = POLLIN },
+			{ .fd = (in_open && have == 0) ? in : -1, .events = POLLIN },
 		};
 
+		if (have) {
+			size_t took = serial_feed(vm->com1, buf, have);
+
+			memmove(buf, buf + took, have - took);
+			have -= took;
+		}
 		if (poll(p, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -375,11 +399,10 @@ static void *console_thread(void *arg)
 			(void)!read(p[1].fd, &v, sizeof(v));
 		}
 		if (p[2].revents) {
-			uint8_t buf[64];
-			ssize_t n = read(in, buf, space < sizeof(buf) ? space : sizeof(buf));
+			ssize_t n = read(in, buf, sizeof(buf));
 
 			if (n > 0)
-				serial_feed(vm->com1, buf, (size_t)n);
+				have = (size_t)n;
 			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
 				in_open = false;
 		}

@@ -59,6 +59,15 @@ struct vm {
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * The first half of vm_create(), which needs no KVM: check and copy the
+ * config, allocate guest RAM and write the kernel, initrd, ACPI tables,
+ * boot_params, command line, GDT and page tables into it. vm_create() adds
+ * KVM, vCPUs and devices. Tests use it to inspect the guest image on hosts
+ * without KVM. Returns 0 or -errno with @err set; free with vm_destroy().
+ */
+int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err);
+
 /* True once an exit has been requested. */
 bool vm_exiting(const struct vm *vm);
 

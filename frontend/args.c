@@ -36,6 +36,15 @@ const char run_usage[] =
 	"  -c, --cpus N       number of vCPUs (default 1, at most 64)\n"
 	"  -m, --mem MIB      guest memory in MiB (default 256, at least 16)\n"
 	"  -i, --initrd PATH  initial ramdisk\n"
+	"  -r, --root PATH    read-only root disk: it becomes /dev/vda and the\n"
+	"                     command line gets \"root=/dev/vda ro\"\n"
+	"      --rwroot PATH  the same, writable (\"root=/dev/vda rw\")\n"
+	"  -d, --disk PATH    read-only disk (repeatable; /dev/vdb, ... in order)\n"
+	"      --rwdisk PATH  writable disk (repeatable)\n"
+	"                     Disks are raw images; /proc/self/fd/N hands over an\n"
+	"                     open fd. Images are locked: shared for read-only\n"
+	"                     use, exclusive for writable use.\n"
+	"      --no-rng       no virtio-rng device (present by default)\n"
 	"  -h, --help         print this help\n";
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -84,7 +93,41 @@ static int add_param(struct run_opts *o, const char *p, char *err, size_t errlen
 	return 0;
 }
 
-enum opt_id { OPT_PARAMS, OPT_CPUS, OPT_MEM, OPT_INITRD, OPT_HELP };
+/* Add a disk; the root disk goes first so that it is /dev/vda. */
+static int add_disk(struct run_opts *o, const char *name, const char *path, bool writable,
+		    bool root, char *err, size_t errlen)
+{
+	struct disk_opt d = { path, writable, root };
+
+	if (!path[0])
+		return fail(err, errlen, "%s: empty path", name);
+	if (o->ndisks == RUN_MAX_DISKS)
+		return fail(err, errlen, "%s: too many disks (at most %d)", name, RUN_MAX_DISKS);
+	if (root) {
+		if (o->ndisks && o->disks[0].root)
+			return fail(err, errlen, "%s: a root disk was already given (%s)", name,
+				    o->disks[0].path);
+		memmove(&o->disks[1], &o->disks[0], o->ndisks * sizeof(o->disks[0]));
+		o->disks[0] = d;
+	} else {
+		o->disks[o->ndisks] = d;
+	}
+	o->ndisks++;
+	return 0;
+}
+
+enum opt_id {
+	OPT_PARAMS,
+	OPT_CPUS,
+	OPT_MEM,
+	OPT_INITRD,
+	OPT_ROOT,
+	OPT_RWROOT,
+	OPT_DISK,
+	OPT_RWDISK,
+	OPT_NO_RNG,
+	OPT_HELP,
+};
 
 static const struct option_def {
 	char short_name;
@@ -94,7 +137,9 @@ static const struct option_def {
 } options[] = {
 	{ 'p', "params", true, OPT_PARAMS }, { 'c', "cpus", true, OPT_CPUS },
 	{ 'm', "mem", true, OPT_MEM },       { 'i', "initrd", true, OPT_INITRD },
-	{ 'h', "help", false, OPT_HELP },
+	{ 'r', "root", true, OPT_ROOT },     { 0, "rwroot", true, OPT_RWROOT },
+	{ 'd', "disk", true, OPT_DISK },     { 0, "rwdisk", true, OPT_RWDISK },
+	{ 0, "no-rng", false, OPT_NO_RNG },  { 'h', "help", false, OPT_HELP },
 };
 
 /* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
@@ -115,7 +160,7 @@ static const struct option_def *find_option(const char *arg, const char **inline
 				continue;
 			return d;
 		}
-		if (arg[1] == d->short_name) {
+		if (d->short_name && arg[1] == d->short_name) {
 			if (arg[2] && d->has_arg)
 				*inline_val = arg + 2;
 			else if (arg[2])
@@ -132,7 +177,10 @@ static int apply(struct run_opts *o, const struct option_def *d, const char *val
 	char name[32];
 	unsigned long v;
 
-	snprintf(name, sizeof(name), "-%c/--%s", d->short_name, d->long_name);
+	if (d->short_name)
+		snprintf(name, sizeof(name), "-%c/--%s", d->short_name, d->long_name);
+	else
+		snprintf(name, sizeof(name), "--%s", d->long_name);
 	switch (d->id) {
 	case OPT_PARAMS:
 		return add_param(o, val, err, errlen);
@@ -152,6 +200,15 @@ static int apply(struct run_opts *o, const struct option_def *d, const char *val
 		if (!val[0])
 			return fail(err, errlen, "%s: empty path", name);
 		o->initrd = val;
+		return 0;
+	case OPT_ROOT:
+	case OPT_RWROOT:
+	case OPT_DISK:
+	case OPT_RWDISK:
+		return add_disk(o, name, val, d->id == OPT_RWROOT || d->id == OPT_RWDISK,
+				d->id == OPT_ROOT || d->id == OPT_RWROOT, err, errlen);
+	case OPT_NO_RNG:
+		o->no_rng = true;
 		return 0;
 	case OPT_HELP:
 		o->help = true;

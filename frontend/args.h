@@ -7,8 +7,20 @@
 
 #define ARGS_ERR_MAX 256
 
+#define RUN_MAX_DISKS 16
+
+/* One -r/--rwroot/-d/--rwdisk option. */
+struct disk_opt {
+	const char *path;
+	bool writable;
+	bool root;
+};
+
 /* Options of `vmm-run run`. */
 struct run_opts {
+	struct disk_opt disks[RUN_MAX_DISKS]; /* in guest order: the root disk first, then as given */
+	unsigned int ndisks;
+	bool no_rng;
 	const char *kernel;
 	const char *initrd;
 	char *params; /* -p values joined by spaces, malloc'ed, or NULL */

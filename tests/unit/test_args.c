@@ -110,6 +110,10 @@ static void test_bad_input(void **state)
 		{ 2, { "k1", "k2" }, "unexpected argument 'k2'" },
 		{ 5, { "-i", "a", "-i", "b" }, "-i/--initrd given twice" },
 		{ 3, { "-i", "", "k" }, "empty path" },
+		{ 4, { "-r", "a", "-r", "b" }, "-r/--root: a root disk was already given (a)" },
+		{ 4, { "-r", "a", "--rwroot", "b" }, "--rwroot: a root disk was already given (a)" },
+		{ 3, { "--rwdisk", "", "k" }, "--rwdisk: empty path" },
+		{ 2, { "--no-rng=1", "k" }, "unknown option '--no-rng=1'" },
 	};
 
 	(void)state;
@@ -124,6 +128,51 @@ static void test_bad_input(void **state)
 			fail_msg("case %zu: '%s' does not contain '%s'", i, err, cases[i].msg);
 		assert_null(strchr(err, '\n'));
 	}
+}
+
+static void test_disks(void **state)
+{
+	struct run_opts o;
+	char err[ARGS_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(parse(&o, err, 9, "-d", "d1", "--rwdisk", "w1", "-r", "root.img", "--disk=d2",
+			       "--no-rng", "k"),
+			 0);
+	assert_int_equal(o.ndisks, 4);
+	assert_string_equal(o.disks[0].path, "root.img"); /* root first: /dev/vda */
+	assert_true(o.disks[0].root);
+	assert_false(o.disks[0].writable);
+	assert_string_equal(o.disks[1].path, "d1");
+	assert_false(o.disks[1].writable);
+	assert_string_equal(o.disks[2].path, "w1");
+	assert_true(o.disks[2].writable);
+	assert_false(o.disks[2].root);
+	assert_string_equal(o.disks[3].path, "d2");
+	assert_true(o.no_rng);
+	run_opts_free(&o);
+
+	assert_int_equal(parse(&o, err, 3, "--rwroot", "/proc/self/fd/3", "k"), 0);
+	assert_true(o.disks[0].root && o.disks[0].writable);
+	assert_false(o.no_rng);
+	run_opts_free(&o);
+}
+
+static void test_too_many_disks(void **state)
+{
+	char *argv[2 * RUN_MAX_DISKS + 3];
+	struct run_opts o;
+	char err[ARGS_ERR_MAX];
+	int n = 0;
+
+	(void)state;
+	for (int i = 0; i <= RUN_MAX_DISKS; i++) {
+		argv[n++] = "-d";
+		argv[n++] = "disk.img";
+	}
+	argv[n++] = "k";
+	assert_int_equal(parse_run_args(n, argv, &o, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "too many disks (at most 16)"));
 }
 
 static void test_parse_uint(void **state)
@@ -147,6 +196,7 @@ int main(void)
 		cmocka_unit_test(test_all_options),  cmocka_unit_test(test_inline_values),
 		cmocka_unit_test(test_defaults_and_help), cmocka_unit_test(test_dash_dash),
 		cmocka_unit_test(test_bad_input),    cmocka_unit_test(test_parse_uint),
+		cmocka_unit_test(test_disks),        cmocka_unit_test(test_too_many_disks),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,6 +60,20 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* Disks in guest order (root first), then the rng unless --no-rng. */
+static int add_devices(struct vm *vm, const struct run_opts *o)
+{
+	for (unsigned int i = 0; i < o->ndisks; i++) {
+		const struct disk_opt *d = &o->disks[i];
+		uint32_t flags = (d->writable ? 0 : VM_DISK_READ_ONLY) | (d->root ? VM_DISK_ROOT : 0);
+		int ret = vm_add_disk(vm, d->path, flags);
+
+		if (ret < 0)
+			return ret;
+	}
+	return o->no_rng ? 0 : vm_add_rng(vm);
+}
+
 static int cmd_run(int argc, char *argv[])
 {
 	struct run_opts o;
@@ -88,9 +102,16 @@ static int cmd_run(int argc, char *argv[])
 	cfg.log_level = VM_LOG_WARN;
 
 	ret = vm_create(&cfg, &vm);
-	run_opts_free(&o);
 	if (ret < 0) {
 		fprintf(stderr, "vmm-run: %s\n", vm_last_error(NULL));
+		run_opts_free(&o);
+		return 1;
+	}
+	ret = add_devices(vm, &o);
+	run_opts_free(&o);
+	if (ret < 0) {
+		fprintf(stderr, "vmm-run: %s\n", vm_last_error(vm));
+		vm_destroy(vm);
 		return 1;
 	}
 	install_signals();

@@ -16,6 +16,9 @@
 #include "lib/x86/acpi.h"
 #include "lib/x86/bootparams.h"
 #include "lib/x86/cpu.h"
+#include "devices/disk.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_rng.h"
 
 #define DEFAULT_MEM_MIB 256
 #define MIN_MEM_MIB 16
@@ -170,6 +173,9 @@ static int load_guest(struct vm *vm, struct vmm_err *err)
 	ret = acpi_build(&vm->mem, &ac, &rsdp, err);
 	if (ret < 0)
 		goto out;
+	vm->initrd_addr = initrd_addr;
+	vm->initrd_size = initrd_size;
+	vm->rsdp = rsdp;
 	bs = (struct boot_setup){ &vm->kernel, vm->cmdline, initrd_addr, initrd_size, rsdp };
 	ret = bootparams_write(&vm->mem, &bs, err);
 	if (ret < 0)
@@ -217,11 +223,53 @@ static void acpi_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, 
 	}
 }
 
+/* The virtio transport reaches KVM through these. */
+static int plat_add_ioeventfd(void *ctx, uint64_t addr, uint32_t len, int fd)
+{
+	struct vm *vm = ctx;
+
+	/* Length 0 matches a notify write of any size. */
+	(void)len;
+	return kvm_ioeventfd(&vm->kvm, addr, 0, fd, true);
+}
+
+static int plat_del_ioeventfd(void *ctx, uint64_t addr, uint32_t len, int fd)
+{
+	struct vm *vm = ctx;
+
+	(void)len;
+	return kvm_ioeventfd(&vm->kvm, addr, 0, fd, false);
+}
+
+static int plat_set_msi_irqfd(void *ctx, int fd, uint64_t addr, uint32_t data)
+{
+	struct vm *vm = ctx;
+
+	return kvm_msi_irqfd_set(&vm->kvm, fd, addr, data);
+}
+
+static void plat_clear_msi_irqfd(void *ctx, int fd)
+{
+	struct vm *vm = ctx;
+
+	kvm_msi_irqfd_clear(&vm->kvm, fd);
+}
+
+static int plat_signal_msi(void *ctx, uint64_t addr, uint32_t data)
+{
+	struct vm *vm = ctx;
+
+	return kvm_signal_msi(&vm->kvm, addr, data);
+}
+
 static int add_devices(struct vm *vm, struct vmm_err *err)
 {
 	int ret;
 
 	vm->irq = (struct irq_chip){ irq_kvm, vm };
+	vm->plat = (struct virtio_platform){ plat_add_ioeventfd, plat_del_ioeventfd,
+					     plat_set_msi_irqfd, plat_clear_msi_irqfd,
+					     plat_signal_msi, vm };
 	vm->com1 = serial_create(&vm->irq, IRQ_COM1, vm->cfg.console_out_fd);
 	vm->cmos = cmos_create(vm->mem.regions[0].size,
 			       vm->mem.nregions > 1 ? vm->mem.regions[1].size : 0);
@@ -277,6 +325,122 @@ static int setup_kvm(struct vm *vm, struct vmm_err *err)
 			return ret;
 	}
 	return 0;
+}
+
+/* Device additions are only allowed between vm_create() and vm_run(). */
+static int vm_check_can_add(struct vm *vm)
+{
+	if (atomic_load(&vm->ran))
+		return err_set(&vm->err, EBUSY, "devices must be added before vm_run()");
+	if (vm->nvdevs == PCI_MAX_DEVICES - 1)
+		return err_set(&vm->err, ENOSPC, "no free PCI slot for another device");
+	return 0;
+}
+
+/* Put a virtio device on PCI bus 0; takes ownership of @dev. */
+static int vm_add_virtio(struct vm *vm, struct virtio_device dev)
+{
+	struct virtio_pci *vp;
+	int ret;
+
+	ret = virtio_pci_create(&vm->pci, &vm->mmio, &vm->mem, &vm->plat, dev, &vp, &vm->err);
+	if (ret < 0)
+		return ret;
+	vm->vdevs[vm->nvdevs++] = vp;
+	return 0;
+}
+
+/* Append @arg to the command line and rewrite boot_params; undone on failure. */
+static int vm_append_cmdline(struct vm *vm, const char *arg)
+{
+	size_t n = strlen(vm->cmdline) + 1 + strlen(arg) + 1;
+	char *old = vm->cmdline, *c = malloc(n);
+	struct boot_setup bs;
+	int ret;
+
+	if (!c)
+		return err_set(&vm->err, ENOMEM, "out of memory");
+	snprintf(c, n, "%s %s", old, arg);
+	bs = (struct boot_setup){ &vm->kernel, c, vm->initrd_addr, vm->initrd_size, vm->rsdp };
+	ret = bootparams_write(&vm->mem, &bs, &vm->err);
+	if (ret < 0) {
+		bs.cmdline = old;
+		bootparams_write(&vm->mem, &bs, NULL);
+		free(c);
+		return ret;
+	}
+	vm->cmdline = c;
+	free(old);
+	return 0;
+}
+
+int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
+{
+	bool ro = flags & VM_DISK_READ_ONLY, root = flags & VM_DISK_ROOT;
+	struct virtio_device dev;
+	struct disk *disk;
+	char name[8], arg[32];
+	int ret;
+
+	err_clear(&vm->err);
+	if (!path || !path[0])
+		return err_set(&vm->err, EINVAL, "disk: no path given");
+	if (flags & ~(VM_DISK_READ_ONLY | VM_DISK_ROOT))
+		return err_set(&vm->err, EINVAL, "disk %s: unknown flags 0x%x", path, flags);
+	ret = vm_check_can_add(vm);
+	if (ret < 0)
+		return ret;
+	if (root && vm->have_root)
+		return err_set(&vm->err, EEXIST, "disk %s: the VM already has a root disk", path);
+	if (vm->nblk >= 26)
+		return err_set(&vm->err, ENOSPC, "disk %s: at most 26 disks", path);
+	snprintf(name, sizeof(name), "vd%c", 'a' + vm->nblk);
+	ret = disk_open(path, ro, &disk, &vm->err);
+	if (ret < 0)
+		return ret;
+	ret = virtio_blk_create(disk, name, &dev, &vm->err);
+	if (ret < 0)
+		return ret;
+	if (root) {
+		/* Check that root= fits before the device becomes visible. */
+		snprintf(arg, sizeof(arg), "root=/dev/%s %s", name, ro ? "ro" : "rw");
+		ret = vm_append_cmdline(vm, arg);
+		if (ret < 0) {
+			dev.ops->destroy(dev.dev);
+			return ret;
+		}
+	}
+	ret = vm_add_virtio(vm, dev);
+	if (ret < 0)
+		return ret;
+	vm->have_root |= root;
+	vm->nblk++;
+	return 0;
+}
+
+int vm_add_disk_fd(struct vm *vm, int fd, uint32_t flags)
+{
+	char path[32];
+
+	if (fd < 0)
+		return err_set(&vm->err, EBADF, "disk fd %d is not valid", fd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return vm_add_disk(vm, path, flags);
+}
+
+int vm_add_rng(struct vm *vm)
+{
+	struct virtio_device dev;
+	int ret;
+
+	err_clear(&vm->err);
+	ret = vm_check_can_add(vm);
+	if (ret < 0)
+		return ret;
+	ret = virtio_rng_create(&dev, &vm->err);
+	if (ret < 0)
+		return ret;
+	return vm_add_virtio(vm, dev);
 }
 
 /* Allocate a VM and build its guest image; see vm_prepare() in vm.h. */
@@ -345,14 +509,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	if (!out)
 		return err_set(err, EINVAL, "vm_create: out is NULL");
 	*out = NULL;
-	/* Everything that depends only on the files comes before KVM, so
-	 * bad input is reported the same way on hosts without KVM. */
+	/* KVM is opened by vm_run(): every error in the caller's input
+	 * (here and in vm_add_*) is reported the same way on any host. */
 	ret = vm_prepare(cfg, &vm, err);
 	if (ret < 0)
 		return ret;
-	ret = setup_kvm(vm, err);
-	if (ret < 0)
-		goto fail;
 	ret = add_devices(vm, err);
 	if (ret < 0)
 		goto fail;
@@ -419,6 +580,9 @@ int vm_run(struct vm *vm)
 
 	if (!atomic_compare_exchange_strong(&vm->ran, &expected, true))
 		return err_set(err, EBUSY, "vm_run: this VM has already run");
+	ret = setup_kvm(vm, err);
+	if (ret < 0)
+		return ret;
 	ret = vcpu_install_kick_handler();
 	if (ret < 0)
 		return err_set(err, -ret, "cannot install the vCPU kick signal handler");
@@ -472,6 +636,9 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	/* Devices first: their workers use guest memory and KVM fds. */
+	for (unsigned int i = 0; i < vm->nvdevs; i++)
+		virtio_pci_destroy(vm->vdevs[i]);
 	if (vm->vcpus) {
 		for (unsigned int i = 0; i < vm->ncpus; i++)
 			if (vm->vcpus[i].fd >= 0)

@@ -18,6 +18,7 @@
 #include "lib/memory.h"
 #include "lib/pci.h"
 #include "lib/vcpu.h"
+#include "lib/virtio/pci.h"
 #include "libvmm/libvmm.h"
 
 struct vm {
@@ -38,6 +39,15 @@ struct vm {
 	struct cmos *cmos;
 	struct i8042 *i8042;
 	struct kernel_image kernel;
+
+	/* Where bootparams_write() put things, to rewrite it when root= changes. */
+	uint64_t initrd_addr, initrd_size, rsdp;
+
+	struct virtio_platform plat;
+	struct virtio_pci *vdevs[PCI_MAX_DEVICES];
+	unsigned int nvdevs;
+	unsigned int nblk; /* virtio-blk devices: the next one is /dev/vd('a' + nblk) */
+	bool have_root;
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;

@@ -99,8 +99,10 @@ enum vm_exit_reason {
 LIBVMM_API void vm_config_init(struct vm_config *cfg);
 
 /**
- * Create a VM: open /dev/kvm, allocate guest memory, load the kernel and
- * initrd, build the boot tables, create the vCPUs and the legacy devices.
+ * Create a VM: check the config, allocate guest memory, load the kernel and
+ * initrd, build the boot tables and the legacy devices. /dev/kvm is opened
+ * by vm_run(), so every problem with the caller's input is reported here or
+ * by vm_add_*() on any host, before anything depends on KVM.
  *
  * @cfg:  the configuration; read during the call only.
  * @out:  receives the new VM on success.
@@ -108,22 +110,71 @@ LIBVMM_API void vm_config_init(struct vm_config *cfg);
  * Returns 0, or a negative errno: -EINVAL for a bad config (zero or absurd
  * sizes), -ENOENT/-EACCES/-EISDIR for unusable files, -ENOEXEC for a kernel
  * that is neither an ELF64 vmlinux nor a bzImage, -E2BIG for a command line
- * or initrd that does not fit, -ENOMEM, -ENODEV when /dev/kvm is absent.
- * On failure nothing is left allocated and vm_last_error(NULL) describes the
- * problem in one line for the calling thread.
+ * or initrd that does not fit, -ENOMEM. On failure nothing is left allocated
+ * and vm_last_error(NULL) describes the problem in one line for the calling
+ * thread.
  *
  * Security: the kernel, initrd and all guest activity are untrusted; libvmm
  * checks every guest-supplied address and length.
  */
 LIBVMM_API int vm_create(const struct vm_config *cfg, struct vm **out);
 
+/** vm_add_disk() flags. */
+/** The guest may not write: VIRTIO_BLK_F_RO, and the image is opened read-only. */
+#define VM_DISK_READ_ONLY (1u << 0)
+/**
+ * The root disk: "root=/dev/vdX ro" (or "rw") is appended to the kernel
+ * command line, where vdX is this disk's name (vda for the first disk).
+ * At most one disk per VM.
+ */
+#define VM_DISK_ROOT (1u << 1)
+
+/**
+ * Add a virtio-blk disk backed by the raw image at @path. Disks appear to the
+ * guest in the order they are added (vda, vdb, ...). The image is locked:
+ * shared for a read-only disk, exclusive for a writable one, so two VMs
+ * cannot write one image. A path of the form /proc/self/fd/N reopens an fd
+ * the caller holds.
+ *
+ * Call it after vm_create() and before vm_run().
+ *
+ * Returns 0, or -ENOENT/-EACCES/-EISDIR/-EINVAL for an unusable path, -EBUSY
+ * when another process holds a conflicting lock on the image, -EEXIST for a
+ * second root disk, -E2BIG when the root= argument no longer fits the
+ * kernel's command line, -ENOSPC when the PCI bus is full, -EBUSY after
+ * vm_run(). vm_last_error(vm) names the problem.
+ *
+ * Security: the image's content is guest data; libvmm checks every request's
+ * sector range against the image size.
+ */
+LIBVMM_API int vm_add_disk(struct vm *vm, const char *path, uint32_t flags);
+
+/**
+ * Like vm_add_disk(), for an image the caller has open as @fd. libvmm opens
+ * its own description of the file (via /proc/self/fd), so the caller may
+ * close @fd afterwards; with VM_DISK_READ_ONLY unset, @fd's file must be
+ * writable.
+ */
+LIBVMM_API int vm_add_disk_fd(struct vm *vm, int fd, uint32_t flags);
+
+/**
+ * Add a virtio-rng device whose entropy comes from the host's getrandom(2).
+ * vmm-run adds one unless --no-rng is given. Call before vm_run(). Returns 0,
+ * -ENOSPC when the PCI bus is full, or -EBUSY after vm_run().
+ */
+LIBVMM_API int vm_add_rng(struct vm *vm);
+
 /**
  * Run the VM until the guest powers off or resets, vm_stop() is called, or
  * an error occurs. Blocks the calling thread; the vCPUs run in threads of
  * their own. May be called once per VM.
  *
+ * First opens /dev/kvm and creates the KVM VM, its memory slots and vCPUs.
+ *
  * Returns a non-negative enum vm_exit_reason, or a negative errno if the VM
- * could not be started (-EBUSY if it already ran).
+ * could not be started: -ENODEV when KVM is not available on this host,
+ * -EACCES when /dev/kvm cannot be opened, -EBUSY if the VM already ran;
+ * vm_last_error(vm) says why.
  */
 LIBVMM_API int vm_run(struct vm *vm);
 

@@ -12,6 +12,7 @@ Every VM runs under a timeout; a hang is a failure.
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -136,7 +137,15 @@ def case_bad_files():
     expect_error(["run", write("empty", b"")], "is empty", what="empty kernel")
     expect_error(["run", write("text", b"#!/bin/sh\necho this is not a kernel\n" * 20)],
                  "not an ELF64 vmlinux or bzImage", what="text file as kernel")
-    for cut in (16, 64, 200, len(elf_data) // 2):
+    # The end of the last loadable byte: cutting there truncates a segment.
+    phoff, = struct.unpack_from("<Q", elf_data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf_data, 0x36)
+    seg_end = 0
+    for i in range(phnum):
+        ptype, _, off, _, _, filesz = struct.unpack_from("<IIQQQQ", elf_data, phoff + i * phentsize)
+        if ptype == 1:
+            seg_end = max(seg_end, off + filesz)
+    for cut in (16, 64, 200, seg_end - 1):
         expect_error(["run", write("elf-%d" % cut, elf_data[:cut])], "kernel",
                      what="ELF truncated to %d bytes" % cut)
     bad = bytearray(bz_data)
@@ -160,6 +169,30 @@ def case_bad_files():
                  what="command line longer than the kernel accepts")
     expect_error(["run", "-m", "1000000", bzimage], "more than this host",
                  what="more memory than the host has")
+    # Disks are checked before /dev/kvm is needed.
+    expect_error(["run", "-d", missing, bzimage], "No such file or directory", what="missing disk")
+    expect_error(["run", "--rwdisk", tmp, bzimage], "is a directory", what="directory as disk")
+    expect_error(["run", "-r", write("r1", b"\0" * 4096), "-r", write("r2", b"\0" * 4096), bzimage],
+                 "a root disk was already given", what="-r given twice")
+    img = write("locked.img", b"\0" * (1 << 20))
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, __import__('struct').pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0)); "
+                               "print('locked', flush=True); sys.stdin.read()", img],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        check(holder.stdout.readline().strip() == b"locked", "the lock holder took its lock")
+        expect_error(["run", "--rwdisk", img, bzimage], "in use by another process",
+                     what="image locked by another process (writable)")
+        expect_error(["run", "-d", img, bzimage], "in use by another process",
+                     what="image locked by another process (read-only)")
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    before = open(img, "rb").read()
+    st, out, err = run(["run", "-d", img, bzimage])
+    check("in use" not in err, "the lock is gone with its holder: %r" % err)
+    check(open(img, "rb").read() == before, "a read-only disk is not modified")
 
 
 def case_no_kvm():

@@ -65,13 +65,50 @@ static void test_errors(void)
 	cfg.struct_size = offsetof(struct vm_config, log);
 	cfg.log_level = (enum vm_log_level)99; /* beyond struct_size: ignored */
 	ret = vm_create(&cfg, &vm);
-	if (access("/dev/kvm", F_OK) == 0) {
-		CHECK(ret == 0, "create with an older struct_size: %s", vm_last_error(NULL));
+	CHECK(ret == 0, "create with an older struct_size: %s", vm_last_error(NULL));
+	if (ret == 0) {
+		/* Devices are checked before KVM is needed. */
+		CHECK(vm_add_disk(vm, "/nonexistent/disk.img", 0) == -ENOENT, "missing disk");
+		CHECK(strstr(vm_last_error(vm), "/nonexistent/disk.img"), "message: %s",
+		      vm_last_error(vm));
+		CHECK(vm_add_disk(vm, "/", VM_DISK_READ_ONLY) == -EISDIR, "directory as disk");
+		CHECK(vm_add_disk(vm, "/dev/null", 99) == -EINVAL, "unknown disk flags");
+		CHECK(vm_add_disk_fd(vm, -1, 0) == -EBADF, "bad disk fd");
+		CHECK(vm_add_rng(vm) == 0, "rng: %s", vm_last_error(vm));
+		if (access("/dev/kvm", F_OK) != 0) {
+			ret = vm_run(vm);
+			CHECK(ret == -ENODEV, "without /dev/kvm vm_run gives -ENODEV, got %d", ret);
+			CHECK(strstr(vm_last_error(vm), "KVM is not available"), "message: %s",
+			      vm_last_error(vm));
+			CHECK(vm_run(vm) == -EBUSY, "a VM runs once");
+		}
 		vm_destroy(vm);
-	} else {
-		CHECK(ret == -ENODEV, "without /dev/kvm vm_create gives -ENODEV, got %d", ret);
-		CHECK(strstr(vm_last_error(NULL), "KVM is not available"), "message: %s",
+	}
+
+	/* Two VMs in one process cannot both write one image; both may read it. */
+	{
+		char path[] = "/tmp/libvmm-api-XXXXXX";
+		int fd = mkstemp(path);
+		struct vm *a = NULL, *b = NULL;
+
+		CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0, "temp image");
+		vm_config_init(&cfg);
+		cfg.kernel_path = kernel;
+		CHECK(vm_create(&cfg, &a) == 0 && vm_create(&cfg, &b) == 0, "two VMs: %s",
 		      vm_last_error(NULL));
+		CHECK(vm_add_disk_fd(a, fd, 0) == 0, "writable disk by fd: %s", vm_last_error(a));
+		close(fd); /* libvmm holds its own description */
+		ret = vm_add_disk(b, path, 0);
+		CHECK(ret == -EBUSY, "second writer gets -EBUSY, got %d", ret);
+		CHECK(strstr(vm_last_error(b), "in use"), "message: %s", vm_last_error(b));
+		CHECK(vm_add_disk(b, path, VM_DISK_READ_ONLY) == -EBUSY, "reader while written");
+		vm_destroy(a);
+		CHECK(vm_add_disk(b, path, VM_DISK_READ_ONLY | VM_DISK_ROOT) == 0,
+		      "lock released with its VM: %s", vm_last_error(b));
+		CHECK(vm_add_disk(b, path, VM_DISK_READ_ONLY) == 0, "two readers");
+		CHECK(vm_add_disk(b, path, VM_DISK_ROOT) == -EEXIST, "second root disk");
+		vm_destroy(b);
+		unlink(path);
 	}
 
 	vm_destroy(NULL);

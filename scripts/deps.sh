@@ -2,7 +2,7 @@
 # Install what libvmm needs to build and test on Debian 12 (run as root, or with sudo available).
 set -eu
 pkgs="meson ninja-build pkg-config gcc g++ libc6-dev binutils python3 libcmocka-dev
-      libseccomp-dev libcap-dev liburing-dev qemu-utils qemu-system-x86 acpica-tools busybox-static cpio
+      libseccomp-dev libcap-dev liburing-dev qemu-utils zlib1g-dev libzstd-dev qemu-system-x86 acpica-tools busybox-static cpio
       util-linux iproute2"
 missing=""
 for p in $pkgs; do

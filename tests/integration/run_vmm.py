@@ -274,6 +274,133 @@ def case_console_input():
     check("GUEST echo=" + msg.decode() in lines, "bytes on stdin reach the guest UART")
 
 
+# ---- virtio-blk and virtio-rng through the test guest's drivers (KVM) ----
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "guest"))
+
+
+def pattern():
+    import pattern as p  # tests/guest/pattern.py: the guest's disk data pattern
+    return p
+
+
+def blk_line(lines, prefix):
+    m = [l for l in lines if l.startswith(prefix)]
+    return m[0] if m else ""
+
+
+def case_blk_read():
+    need_kvm()
+    p = pattern()
+    img = os.path.join(tmp, "read.img")
+    p.write_image(img, 1234, 0, 4096)
+    st, lines, err = boot(bzimage, ["-d", img], params="guest.aps=0 guest.blk.verify=0:0:4096:1234")
+    check(st == 0, "blk read: exit status %s" % st)
+    check(re.search(r"capacity=4096 ro=1", blk_line(lines, "GUEST blk 0 slot=")), "disk is read-only, 4096 sectors")
+    check("GUEST blk verify disk=0 sectors=4096 ok" in lines, "known sectors read back")
+    check_pass(lines, "blk read")
+
+
+def case_blk_write():
+    need_kvm()
+    p = pattern()
+    img = write("rw.img", b"")
+    os.truncate(img, 64 << 20)
+    sectors = (64 << 20) // 512
+    st, lines, err = boot(bzimage, ["--rwdisk", img, "-m", "256"],
+                          params="guest.aps=0 guest.blk.write=0:0:%d:77" % sectors)
+    check(st == 0, "blk write: exit status %s" % st)
+    check("GUEST blk write disk=0 sectors=%d status=ok" % sectors in lines, "64 MiB written")
+    check("GUEST blk flush disk=0 status=ok" in lines, "flushed")
+    bad = p.check(img, 77, 0, sectors)
+    check(bad is None, "every byte on the host matches (first bad sector %s)" % bad)
+
+
+def case_blk_readonly():
+    need_kvm()
+    p = pattern()
+    img = os.path.join(tmp, "ro.img")
+    p.write_image(img, 5, 0, 2048)
+    before = open(img, "rb").read()
+    st, lines, err = boot(bzimage, ["-d", img], params="guest.aps=0 guest.blk.rotest=0")
+    check(st == 0, "rotest: exit status %s" % st)
+    check("GUEST blk rotest disk=0 status=ioerr" in lines, "a write to a -d disk fails with IOERR")
+    check(open(img, "rb").read() == before, "the read-only image is unchanged")
+
+
+def case_blk_sigkill():
+    """After the guest's flush completes, SIGKILL of vmm-run loses nothing."""
+    need_kvm()
+    p = pattern()
+    img = write("kill.img", b"")
+    sectors = 32768
+    os.truncate(img, sectors * 512)
+    proc = subprocess.Popen([vmm, "run", "--rwdisk", img, "-p",
+                             "guest.aps=0 guest.blk.write=0:0:%d:99 guest.exit=halt" % sectors,
+                             bzimage], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    flushed = False
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line == "GUEST blk flush disk=0 status=ok":
+                flushed = True
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=TIMEOUT)
+    check(flushed, "the guest's flush completed")
+    check(p.check(img, 99, 0, sectors) is None, "data flushed before SIGKILL is all there")
+
+
+def case_blk_disks():
+    need_kvm()
+    a = write("a.img", b"\0" * (1 << 20))
+    b = write("b.img", b"\0" * (3 << 20))
+    root = write("root.img", b"\0" * (2 << 20))
+    st, lines, err = boot(bzimage, ["-d", a, "--rwdisk", b, "-r", root],
+                          params="guest.aps=0 guest.blk.id=0 guest.blk.id=1 guest.blk.id=2")
+    check(st == 0, "disks: exit status %s" % st)
+    check("capacity=4096 ro=1" in blk_line(lines, "GUEST blk 0 slot="), "-r disk is vda")
+    check("capacity=2048 ro=1" in blk_line(lines, "GUEST blk 1 slot="), "-d disk is vdb")
+    check("capacity=6144 ro=0" in blk_line(lines, "GUEST blk 2 slot="), "--rwdisk is vdc")
+    for i, name in enumerate(("vda", "vdb", "vdc")):
+        check("GUEST blk id disk=%d id=%s" % (i, name) in lines, "disk %d id is %s" % (i, name))
+    cl = blk_line(lines, "GUEST cmdline=")
+    check(" root=/dev/vda ro" in cl, "the command line names the root disk: %r" % cl)
+
+
+def case_blk_discard_zeroes():
+    need_kvm()
+    p = pattern()
+    img = os.path.join(tmp, "dz.img")
+    p.write_image(img, 3, 0, 4096)
+    st, lines, err = boot(bzimage, ["--rwdisk", img],
+                          params="guest.aps=0 guest.blk.discard=0:1024:512 guest.blk.zeroes=0:2048:100")
+    check(st == 0, "discard/zeroes: exit status %s" % st)
+    check(re.search(r"GUEST blk discard disk=0 sector=1024 count=512 status=ok", "\n".join(lines)), "discard ok")
+    check(re.search(r"GUEST blk zeroes disk=0 sector=2048 count=100 status=ok readback=zero", "\n".join(lines)), "write zeroes ok")
+    data = open(img, "rb").read()
+    check(data[1024 * 512:1536 * 512] == bytes(512 * 512), "discarded range reads as zeros in the file")
+    check(data[2048 * 512:2148 * 512] == bytes(100 * 512), "zeroed range is zeros in the file")
+    check(p.check(data, 3, 0, 1024) is None and p.check(data, 3, 1536, 512) is None
+          and p.check(data, 3, 2148, 4096 - 2148) is None, "everything else is untouched")
+
+
+def case_rng_msix():
+    need_kvm()
+    p = pattern()
+    img = os.path.join(tmp, "irq.img")
+    p.write_image(img, 8, 0, 2048)
+    st, lines, err = boot(bzimage, ["-d", img],
+                          params="guest.aps=0 guest.virtio.irq=1 guest.rng=4096 guest.blk.verify=0:0:2048:8")
+    check(st == 0, "rng/msix: exit status %s" % st)
+    check("GUEST rng bytes=4096 zero=0 differ=1" in lines, "entropy arrives from virtio-rng")
+    counts = [int(m.group(1)) for l in lines for m in [re.search(r"^GUEST msix dev=\d+ queue=0 vector=\d+ count=(\d+)", l)] if m]
+    check(len(counts) == 2 and all(c > 0 for c in counts), "interrupts arrive on the programmed MSI-X vectors: %r" % counts)
+    st, lines, err = boot(bzimage, ["--no-rng"], params="guest.aps=0")
+    check(not any(" type=rng " in l for l in lines), "--no-rng leaves the rng out")
+
+
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
 
 if __name__ == "__main__":

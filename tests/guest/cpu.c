@@ -27,7 +27,7 @@ struct desc_ptr {
 } __attribute__((packed));
 
 static struct tss64 tss;
-static struct idt_gate idt[32];
+static struct idt_gate idt[256];
 
 static void load_idt(const void *base, u16 limit)
 {
@@ -54,7 +54,7 @@ void cpu_init(void)
 	u32 i;
 
 	for (i = 0; i < ARRAY_SIZE(idt); i++) {
-		u64 h = isr_table[i];
+		u64 h = i < 32 ? isr_table[i] : (u64)irq_stubs + (i - 32) * IRQ_STUB_SIZE;
 
 		idt[i].off0 = (u16)h;
 		idt[i].sel = SEL_CODE64;
@@ -101,6 +101,51 @@ bool user_map(u64 addr, u64 size)
 	return true;
 }
 
+/* Page directories for MMIO above 4 GiB, one per GiB, taken as needed. */
+#define HI_PDS 2
+static u64 pd_hi[HI_PDS][512] __attribute__((aligned(4096)));
+static u32 pd_hi_used;
+
+#define PTE_P	0x1
+#define PTE_RW	0x2
+#define PTE_US	0x4
+#define PTE_PWT 0x8
+#define PTE_PCD 0x10
+#define PTE_PS	0x80
+
+bool map_mmio(u64 addr, u64 size, bool user)
+{
+	u64 a, end = addr + size, gb, *e;
+	u32 i;
+
+	if (!size)
+		return true;
+	if (end < addr || end > (512UL << 30))
+		return false;
+	for (a = addr & ~0xfffUL; a < end;) {
+		if (a < 0x200000) {
+			pt0[a >> 12] |= PTE_PWT | PTE_PCD | (user ? PTE_US : 0);
+			a += 0x1000;
+			continue;
+		}
+		gb = a >> 30;
+		if (gb >= 4 && !(pdpt[gb] & PTE_P)) {
+			if (pd_hi_used >= HI_PDS)
+				return false;
+			for (i = 0; i < 512; i++)
+				pd_hi[pd_hi_used][i] = (gb << 30 | (u64)i << 21) | PTE_P | PTE_RW |
+						       PTE_PWT | PTE_PCD | PTE_PS;
+			pdpt[gb] = (u64)pd_hi[pd_hi_used++] | PTE_P | PTE_RW | PTE_US;
+		}
+		e = gb < 4 ? &pd[gb][(a >> 21) & 511]
+			   : &((u64 *)(pdpt[gb] & ~0xfffUL))[(a >> 21) & 511];
+		*e |= PTE_PWT | PTE_PCD | (user ? PTE_US : 0);
+		a = (a & ~0x1fffffUL) + 0x200000;
+	}
+	flush_tlb();
+	return true;
+}
+
 u64 user_call(void (*fn)(void))
 {
 	return user_enter((u64)fn, (u64)(user_stack + USER_STACK_SIZE - 8));
@@ -127,6 +172,8 @@ void trap(struct trap_frame *f)
 
 	/* Any exception from ring 3 ends the user job (normally ud2 -> #UD). */
 	if ((f->cs & 3) == 3) {
+		if (f->vec == 6 && virtio_user_trap(f))
+			return; /* a wait request from ring 3: resume after its ud2 */
 		user_fault_rip = f->rip;
 		user_resume(f->vec);
 	}

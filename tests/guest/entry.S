@@ -168,6 +168,49 @@ isr_common:
 	iretq
 
 /*
+ * ---- interrupts: vectors 32-255, IRQ_STUB_SIZE bytes per stub ----
+ * irq_handler(vec) counts and EOIs; only caller-saved registers need saving.
+ * Interrupts are taken only while ring 0 waits with sti; hlt.
+ */
+	.balign	IRQ_STUB_SIZE
+	.globl	irq_stubs
+irq_stubs:
+	.set	v, 32
+	.rept	224
+	.balign	IRQ_STUB_SIZE
+	pushq	$v
+	jmp	irq_common
+	.set	v, v + 1
+	.endr
+
+irq_common:
+	pushq	%rax
+	pushq	%rcx
+	pushq	%rdx
+	pushq	%rsi
+	pushq	%rdi
+	pushq	%r8
+	pushq	%r9
+	pushq	%r10
+	pushq	%r11
+	movq	72(%rsp), %rdi		/* vector */
+	cld
+	subq	$8, %rsp		/* 16-byte aligned call */
+	call	irq_handler
+	addq	$8, %rsp
+	popq	%r11
+	popq	%r10
+	popq	%r9
+	popq	%r8
+	popq	%rdi
+	popq	%rsi
+	popq	%rdx
+	popq	%rcx
+	popq	%rax
+	addq	$8, %rsp
+	iretq
+
+/*
  * u64 user_enter(u64 rip, u64 rsp): run ring-3 code at rip on stack rsp with
  * IF=0 and IOPL=0. Ring 3 comes back through an exception; trap() then calls
  * user_resume(ret), which returns ret from here.
@@ -312,7 +355,7 @@ isr_table:
  * (MMIO: LAPIC, IOAPIC, ...) uncached. Upper levels allow user access; leaf
  * entries are supervisor-only until user_map() flips them.
  */
-	.globl pml4, pd, pt0
+	.globl pml4, pdpt, pd, pt0
 	.balign	4096
 pml4:
 	.quad	pdpt + 0x7

@@ -37,7 +37,8 @@ typedef __builtin_va_list va_list;
 
 #define MAX_E820	128
 #define CMDLINE_MAX	4096
-#define USER_STACK_SIZE 4096
+#define USER_STACK_SIZE 8192
+#define IRQ_STUB_SIZE	16
 
 #ifndef __ASSEMBLER__
 
@@ -121,6 +122,11 @@ static inline void mmio_write8(u64 addr, u8 v)
 	*(volatile u8 *)addr = v;
 }
 
+static inline u16 mmio_read16(u64 addr)
+{
+	return *(volatile u16 *)addr;
+}
+
 static inline void mmio_write16(u64 addr, u16 v)
 {
 	*(volatile u16 *)addr = v;
@@ -142,6 +148,7 @@ void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 u64 tsc_ticks_us(u64 us);
+u64 tsc_khz_known(void); /* TSC rate from CPUID, 0 if the 1 GHz guess is in use */
 void delay_us(u64 us);
 
 /* ---- uart.c: COM1 console ---- */
@@ -190,6 +197,8 @@ void kmain(void);
 void cpu_init(void);
 void cpu_load_idt(void);
 bool user_map(u64 addr, u64 size);
+/* Map MMIO [addr, addr + size) uncached (2 MiB pages, up to 512 GiB), user-accessible if user. */
+bool map_mmio(u64 addr, u64 size, bool user);
 /* Run fn in ring 3; returns the vector of the exception that ended it. */
 u64 user_call(void (*fn)(void));
 void trap(struct trap_frame *f);
@@ -203,8 +212,9 @@ extern u64 boot_ptr;
 extern u32 boot_entry, boot_lm, ap_next;
 extern u16 boot_cs;
 extern u64 gdt[];
-extern u64 pml4[512], pd[4][512], pt0[512];
+extern u64 pml4[512], pdpt[512], pd[4][512], pt0[512];
 extern u64 isr_table[32];
+extern char irq_stubs[]; /* vectors 32-255, IRQ_STUB_SIZE bytes each */
 extern char trap_stack_top[];
 extern char tramp_start[], tramp_end[];
 extern char __user_start[], __user_end[];
@@ -250,6 +260,16 @@ u32 bsp_apic_id(void);
 
 /* ---- pci.c ---- */
 void pci_scan(void);
+u32 pci_read32(u32 dev, u32 fn, u32 reg);
+u16 pci_read16(u32 dev, u32 fn, u32 reg);
+u8 pci_read8(u32 dev, u32 fn, u32 reg);
+void pci_write32(u32 dev, u32 fn, u32 reg, u32 v);
+void pci_write16(u32 dev, u32 fn, u32 reg, u16 v);
+
+/* ---- virtio.c ---- */
+void virtio_run(void);
+bool virtio_user_trap(struct trap_frame *f);
+void irq_handler(u64 vec);
 
 #endif /* !__ASSEMBLER__ */
 #endif

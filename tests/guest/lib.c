@@ -41,6 +41,7 @@ size_t strlen(const char *s)
 }
 
 static u64 tsc_khz;
+static bool tsc_known;
 
 /* TSC rate from CPUID (hypervisor leaf, 0x15, 0x16); else assume 1 GHz. */
 static u64 tsc_rate_khz(void)
@@ -57,6 +58,7 @@ static u64 tsc_rate_khz(void)
 			cpuid(0x40000010, 0, &a, &b, &c, &d);
 			if (a) {
 				tsc_khz = a;
+				tsc_known = true;
 				return tsc_khz;
 			}
 		}
@@ -66,15 +68,25 @@ static u64 tsc_rate_khz(void)
 		cpuid(0x15, 0, &a, &b, &c, &d);
 		if (a && b && c) {
 			tsc_khz = (u64)c * b / a / 1000;
+			tsc_known = true;
 			return tsc_khz;
 		}
 	}
 	if (max >= 0x16) {
 		cpuid(0x16, 0, &a, &b, &c, &d);
-		if (a & 0xffff)
+		if (a & 0xffff) {
 			tsc_khz = (u64)(a & 0xffff) * 1000;
+			tsc_known = true;
+		}
 	}
 	return tsc_khz;
+}
+
+u64 tsc_khz_known(void)
+{
+	u64 khz = tsc_rate_khz();
+
+	return tsc_known ? khz : 0;
 }
 
 u64 tsc_ticks_us(u64 us)

@@ -198,6 +198,7 @@ void kmain(void)
 	acpi_scan();
 	smp_boot(!(cmdline_get("guest.aps=", opt, sizeof(opt)) && streq(opt, "0")));
 	pci_scan();
+	virtio_run();
 	if (cmdline_get("guest.echo=", opt, sizeof(opt)))
 		echo(parse_dec(opt));
 

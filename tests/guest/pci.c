@@ -4,10 +4,42 @@
 #define PCI_ADDR 0xcf8
 #define PCI_DATA 0xcfc
 
+static u32 cfg_addr(u32 dev, u32 fn, u32 reg)
+{
+	return 0x80000000u | dev << 11 | fn << 8 | (reg & 0xfc);
+}
+
 static u32 cfg_read(u32 dev, u32 fn, u32 reg)
 {
-	outl(PCI_ADDR, 0x80000000u | dev << 11 | fn << 8 | (reg & 0xfc));
+	outl(PCI_ADDR, cfg_addr(dev, fn, reg));
 	return inl(PCI_DATA);
+}
+
+u32 pci_read32(u32 dev, u32 fn, u32 reg)
+{
+	return cfg_read(dev, fn, reg);
+}
+
+u16 pci_read16(u32 dev, u32 fn, u32 reg)
+{
+	return (u16)(cfg_read(dev, fn, reg) >> ((reg & 2) * 8));
+}
+
+u8 pci_read8(u32 dev, u32 fn, u32 reg)
+{
+	return (u8)(cfg_read(dev, fn, reg) >> ((reg & 3) * 8));
+}
+
+void pci_write32(u32 dev, u32 fn, u32 reg, u32 v)
+{
+	outl(PCI_ADDR, cfg_addr(dev, fn, reg));
+	outl(PCI_DATA, v);
+}
+
+void pci_write16(u32 dev, u32 fn, u32 reg, u16 v)
+{
+	outl(PCI_ADDR, cfg_addr(dev, fn, reg));
+	outw((u16)(PCI_DATA + (reg & 2)), v);
 }
 
 void pci_scan(void)

@@ -16,6 +16,12 @@ const char main_usage[] =
 	"\n"
 	"Commands:\n"
 	"  run [OPTIONS] KERNEL   boot KERNEL (an ELF64 vmlinux or a bzImage) in a new VM\n"
+	"  stop SOCKET...         stop the VMs listening on these control sockets\n"
+	"  suspend SOCKET...      pause every vCPU of the VMs\n"
+	"  resume SOCKET...       let them run again\n"
+	"  balloon SIZE SOCKET... set the balloon target (bytes; K, M or G suffix)\n"
+	"  status SOCKET...       print one line per VM: state=... vcpus=... mem_mib=...\n"
+	"                         balloon_target_mib=... balloon_actual_mib=...\n"
 	"  version                print the libvmm version\n"
 	"  help                   print this help\n"
 	"\n"
@@ -45,6 +51,10 @@ const char run_usage[] =
 	"                     open fd. Images are locked: shared for read-only\n"
 	"                     use, exclusive for writable use.\n"
 	"      --no-rng       no virtio-rng device (present by default)\n"
+	"      --no-balloon   no virtio-balloon device (present by default)\n"
+	"  -s, --socket PATH  serve the control socket at PATH (a directory gets\n"
+	"                     vmm-<pid>.sock inside) for stop, suspend, resume,\n"
+	"                     balloon and status; removed when vmm-run exits\n"
 	"  -h, --help         print this help\n";
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -76,6 +86,32 @@ int parse_uint(const char *name, const char *s, unsigned long min, unsigned long
 	if (v < min)
 		return fail(err, errlen, "%s: %s is too small (at least %lu)", name, s, min);
 	*out = v;
+	return 0;
+}
+
+int parse_size(const char *name, const char *s, uint64_t *out, char *err, size_t errlen)
+{
+	unsigned long long v;
+	unsigned int shift = 0;
+	char *end;
+
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return fail(err, errlen, "%s: '%s' is not a size", name, s);
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (*end)
+		return fail(err, errlen, "%s: '%s' is not a size (a number with K, M or G)", name, s);
+	if (errno == ERANGE || v > (UINT64_MAX >> shift))
+		return fail(err, errlen, "%s: %s is too large", name, s);
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 
@@ -126,6 +162,8 @@ enum opt_id {
 	OPT_DISK,
 	OPT_RWDISK,
 	OPT_NO_RNG,
+	OPT_NO_BALLOON,
+	OPT_SOCKET,
 	OPT_HELP,
 };
 
@@ -139,7 +177,8 @@ static const struct option_def {
 	{ 'm', "mem", true, OPT_MEM },       { 'i', "initrd", true, OPT_INITRD },
 	{ 'r', "root", true, OPT_ROOT },     { 0, "rwroot", true, OPT_RWROOT },
 	{ 'd', "disk", true, OPT_DISK },     { 0, "rwdisk", true, OPT_RWDISK },
-	{ 0, "no-rng", false, OPT_NO_RNG },  { 'h', "help", false, OPT_HELP },
+	{ 0, "no-rng", false, OPT_NO_RNG },  { 0, "no-balloon", false, OPT_NO_BALLOON },
+	{ 's', "socket", true, OPT_SOCKET }, { 'h', "help", false, OPT_HELP },
 };
 
 /* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
@@ -209,6 +248,16 @@ static int apply(struct run_opts *o, const struct option_def *d, const char *val
 				d->id == OPT_ROOT || d->id == OPT_RWROOT, err, errlen);
 	case OPT_NO_RNG:
 		o->no_rng = true;
+		return 0;
+	case OPT_NO_BALLOON:
+		o->no_balloon = true;
+		return 0;
+	case OPT_SOCKET:
+		if (o->socket)
+			return fail(err, errlen, "%s given twice", name);
+		if (!val[0])
+			return fail(err, errlen, "%s: empty path", name);
+		o->socket = val;
 		return 0;
 	case OPT_HELP:
 		o->help = true;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define ARGS_ERR_MAX 256
 
@@ -21,6 +22,8 @@ struct run_opts {
 	struct disk_opt disks[RUN_MAX_DISKS]; /* in guest order: the root disk first, then as given */
 	unsigned int ndisks;
 	bool no_rng;
+	bool no_balloon;
+	const char *socket; /* -s: control socket path or directory */
 	const char *kernel;
 	const char *initrd;
 	char *params; /* -p values joined by spaces, malloc'ed, or NULL */
@@ -43,6 +46,12 @@ void run_opts_free(struct run_opts *o);
  */
 int parse_uint(const char *name, const char *s, unsigned long min, unsigned long max,
 	       unsigned long *out, char *err, size_t errlen);
+
+/*
+ * Parse a size in bytes for @name: digits with an optional K, M or G suffix
+ * (powers of 1024). Returns 0 or -1 with a message.
+ */
+int parse_size(const char *name, const char *s, uint64_t *out, char *err, size_t errlen);
 
 /* Usage text of `vmm-run run` and of `vmm-run` as a whole. */
 extern const char run_usage[];

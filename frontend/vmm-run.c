@@ -71,7 +71,13 @@ static int add_devices(struct vm *vm, const struct run_opts *o)
 		if (ret < 0)
 			return ret;
 	}
-	return o->no_rng ? 0 : vm_add_rng(vm);
+	if (!o->no_rng && vm_add_rng(vm) < 0)
+		return -1;
+	if (!o->no_balloon && vm_add_balloon(vm) < 0)
+		return -1;
+	if (o->socket && vm_control_listen(vm, o->socket) < 0)
+		return -1;
+	return 0;
 }
 
 static int cmd_run(int argc, char *argv[])
@@ -139,6 +145,56 @@ static int cmd_run(int argc, char *argv[])
 	return ret;
 }
 
+static const struct {
+	const char *name;
+	enum vm_control_command cmd;
+} control_cmds[] = {
+	{ "stop", VM_CONTROL_STOP },       { "suspend", VM_CONTROL_SUSPEND },
+	{ "resume", VM_CONTROL_RESUME },   { "balloon", VM_CONTROL_BALLOON },
+	{ "status", VM_CONTROL_STATUS },
+};
+
+static const char *const state_names[] = { "created", "running", "paused", "stopped" };
+
+/* vmm-run stop|suspend|resume|status SOCKET... and balloon SIZE SOCKET... */
+static int cmd_control(const char *name, enum vm_control_command cmd, int argc, char *argv[])
+{
+	char err[ARGS_ERR_MAX];
+	uint64_t size = 0;
+	int first = 0, ret = 0;
+
+	if (cmd == VM_CONTROL_BALLOON) {
+		if (argc < 1 || parse_size("balloon SIZE", argv[0], &size, err, sizeof(err)) < 0) {
+			fprintf(stderr, "vmm-run: %s\n",
+				argc < 1 ? "balloon needs a SIZE and a socket path" : err);
+			return 1;
+		}
+		first = 1;
+	}
+	if (first >= argc) {
+		fprintf(stderr, "vmm-run: %s needs at least one control socket path\n", name);
+		return 1;
+	}
+	for (int i = first; i < argc; i++) {
+		struct vm_status st = { .struct_size = sizeof(st) };
+
+		if (vm_control_send(argv[i], cmd, size, &st) < 0) {
+			fprintf(stderr, "vmm-run: %s\n", vm_last_error(NULL));
+			ret = 1;
+			continue;
+		}
+		if (cmd == VM_CONTROL_STATUS)
+			printf("%s%sstate=%s vcpus=%u mem_mib=%llu balloon_target_mib=%llu "
+			       "balloon_actual_mib=%llu\n",
+			       argc - first > 1 ? argv[i] : "", argc - first > 1 ? ": " : "",
+			       (unsigned)st.state < 4 ? state_names[st.state] : "unknown",
+			       st.vcpus, (unsigned long long)(st.mem_bytes >> 20),
+			       (unsigned long long)(st.balloon_target_bytes >> 20),
+			       (unsigned long long)(st.balloon_actual_bytes >> 20));
+	}
+	return ret;
+}
+
 int main(int argc, char *argv[])
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL;
@@ -157,6 +213,9 @@ int main(int argc, char *argv[])
 	}
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
+	for (size_t i = 0; i < sizeof(control_cmds) / sizeof(control_cmds[0]); i++)
+		if (!strcmp(cmd, control_cmds[i].name))
+			return cmd_control(cmd, control_cmds[i].cmd, argc - 2, argv + 2);
 	fprintf(stderr, "vmm-run: unknown command '%s' (try 'vmm-run --help')\n", cmd);
 	return 1;
 }

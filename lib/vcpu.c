@@ -164,6 +164,9 @@ static void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	while (!vm_exiting(v->vm)) {
+		vm_vcpu_pause_point(v->vm);
+		if (vm_exiting(v->vm))
+			break;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			int e = errno;
 

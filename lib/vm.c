@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -59,6 +61,13 @@ const char *vm_exit_reason_name(int reason)
 	default:
 		return "unknown";
 	}
+}
+
+/* vm_control_send() reports through the same per-thread message. */
+void vm_client_error_set(const struct vmm_err *e);
+void vm_client_error_set(const struct vmm_err *e)
+{
+	create_err = *e;
 }
 
 const char *vm_last_error(const struct vm *vm)
@@ -328,7 +337,7 @@ static int setup_kvm(struct vm *vm, struct vmm_err *err)
 }
 
 /* Device additions are only allowed between vm_create() and vm_run(). */
-static int vm_check_can_add(struct vm *vm)
+int vm_check_can_add(struct vm *vm)
 {
 	if (atomic_load(&vm->ran))
 		return err_set(&vm->err, EBUSY, "devices must be added before vm_run()");
@@ -337,16 +346,19 @@ static int vm_check_can_add(struct vm *vm)
 	return 0;
 }
 
-/* Put a virtio device on PCI bus 0; takes ownership of @dev. */
-static int vm_add_virtio(struct vm *vm, struct virtio_device dev)
+int vm_add_virtio(struct vm *vm, struct virtio_device dev, struct virtio_pci **out)
 {
 	struct virtio_pci *vp;
 	int ret;
 
 	ret = virtio_pci_create(&vm->pci, &vm->mmio, &vm->mem, &vm->plat, dev, &vp, &vm->err);
-	if (ret < 0)
+	if (ret < 0) {
+		dev.ops->destroy(dev.dev);
 		return ret;
+	}
 	vm->vdevs[vm->nvdevs++] = vp;
+	if (out)
+		*out = vp;
 	return 0;
 }
 
@@ -410,7 +422,7 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 			return ret;
 		}
 	}
-	ret = vm_add_virtio(vm, dev);
+	ret = vm_add_virtio(vm, dev, NULL);
 	if (ret < 0)
 		return ret;
 	vm->have_root |= root;
@@ -440,7 +452,7 @@ int vm_add_rng(struct vm *vm)
 	ret = virtio_rng_create(&dev, &vm->err);
 	if (ret < 0)
 		return ret;
-	return vm_add_virtio(vm, dev);
+	return vm_add_virtio(vm, dev, NULL);
 }
 
 /* Allocate a VM and build its guest image; see vm_prepare() in vm.h. */
@@ -456,8 +468,14 @@ int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err
 	vm->mem.fd = -1;
 	vm->kvm.sys_fd = vm->kvm.vm_fd = -1;
 	vm->exit_fd = -1;
+	vm->event_fd = -1;
+	vm->resume_fd = -1;
 	atomic_init(&vm->exit_reason, -1);
 	atomic_init(&vm->ran, false);
+	atomic_init(&vm->pause_requested, false);
+	pthread_mutex_init(&vm->state_lock, NULL);
+	pthread_cond_init(&vm->state_cond, NULL);
+	vm->state = VM_STATE_CREATED;
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
 	pci_root_init(&vm->pci);
@@ -485,7 +503,9 @@ int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err
 		goto fail;
 	vm->cfg.cmdline = NULL;
 	vm->exit_fd = eventfd(0, EFD_CLOEXEC);
-	if (vm->exit_fd < 0) {
+	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->exit_fd < 0 || vm->event_fd < 0 || vm->resume_fd < 0) {
 		ret = err_set(err, errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
@@ -571,6 +591,136 @@ static void *console_thread(void *arg)
 	return NULL;
 }
 
+/* Set the state and tell the embedder (caller holds state_lock). */
+static void vm_set_state(struct vm *vm, enum vm_state st)
+{
+	uint64_t one = 1;
+
+	vm->state = st;
+	pthread_cond_broadcast(&vm->state_cond);
+	(void)!write(vm->event_fd, &one, sizeof(one));
+}
+
+void vm_vcpu_pause_point(struct vm *vm)
+{
+	if (!atomic_load(&vm->pause_requested))
+		return;
+	pthread_mutex_lock(&vm->state_lock);
+	vm->paused_vcpus++;
+	pthread_cond_broadcast(&vm->state_cond);
+	pthread_mutex_unlock(&vm->state_lock);
+	/* Wait without the lock: vm_stop() may run in a signal handler and
+	 * only writes exit_fd, which nobody reads, so it stays readable. */
+	while (atomic_load(&vm->pause_requested) && !vm_exiting(vm)) {
+		struct pollfd p[2] = {
+			{ .fd = vm->exit_fd, .events = POLLIN },
+			{ .fd = vm->resume_fd, .events = POLLIN },
+		};
+
+		poll(p, 2, -1);
+	}
+	pthread_mutex_lock(&vm->state_lock);
+	vm->paused_vcpus--;
+	pthread_cond_broadcast(&vm->state_cond);
+	pthread_mutex_unlock(&vm->state_lock);
+}
+
+int vm_pause(struct vm *vm)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->state_lock);
+	if (vm->state == VM_STATE_PAUSED)
+		goto out;
+	if (vm->state != VM_STATE_RUNNING) {
+		ret = err_set(&vm->err, EINVAL, "the VM is not running");
+		goto out;
+	}
+	atomic_store(&vm->pause_requested, true);
+	for (unsigned int i = 0; i < vm->started_vcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	while (vm->paused_vcpus < vm->started_vcpus && !vm_exiting(vm)) {
+		struct timespec ts;
+
+		/* vm_stop() cannot signal the condition: look at the exit flag
+		 * now and then. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&vm->state_cond, &vm->state_lock, &ts);
+	}
+	if (vm_exiting(vm)) {
+		atomic_store(&vm->pause_requested, false);
+		ret = err_set(&vm->err, ESHUTDOWN, "the VM stopped");
+		goto out;
+	}
+	memset(&vm->paused_clock, 0, sizeof(vm->paused_clock));
+	if (ioctl(vm->kvm.vm_fd, KVM_GET_CLOCK, &vm->paused_clock) < 0)
+		log_msg(&vm->log, VM_LOG_WARN, "KVM_GET_CLOCK: %s", strerror(errno));
+	vm_set_state(vm, VM_STATE_PAUSED);
+out:
+	pthread_mutex_unlock(&vm->state_lock);
+	return ret;
+}
+
+int vm_resume(struct vm *vm)
+{
+	struct kvm_clock_data clock;
+	uint64_t one = 1, v;
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->state_lock);
+	if (vm->state == VM_STATE_RUNNING)
+		goto out;
+	if (vm->state != VM_STATE_PAUSED) {
+		ret = err_set(&vm->err, EINVAL, "the VM is not paused");
+		goto out;
+	}
+	/* The guest's clock goes on from where it stopped. */
+	memset(&clock, 0, sizeof(clock));
+	clock.clock = vm->paused_clock.clock;
+	if (ioctl(vm->kvm.vm_fd, KVM_SET_CLOCK, &clock) < 0)
+		log_msg(&vm->log, VM_LOG_WARN, "KVM_SET_CLOCK: %s", strerror(errno));
+	atomic_store(&vm->pause_requested, false);
+	(void)!write(vm->resume_fd, &one, sizeof(one));
+	while (vm->paused_vcpus > 0)
+		pthread_cond_wait(&vm->state_cond, &vm->state_lock);
+	(void)!read(vm->resume_fd, &v, sizeof(v));
+	vm_set_state(vm, VM_STATE_RUNNING);
+out:
+	pthread_mutex_unlock(&vm->state_lock);
+	return ret;
+}
+
+int vm_event_fd(struct vm *vm)
+{
+	return vm->event_fd;
+}
+
+int vm_get_status(struct vm *vm, struct vm_status *st)
+{
+	struct vm_status s;
+
+	if (!st || st->struct_size < offsetof(struct vm_status, vcpus))
+		return err_set(&vm->err, EINVAL, "vm_status.struct_size is not set");
+	memset(&s, 0, sizeof(s));
+	s.struct_size = st->struct_size < sizeof(s) ? st->struct_size : sizeof(s);
+	pthread_mutex_lock(&vm->state_lock);
+	s.state = vm->state;
+	pthread_mutex_unlock(&vm->state_lock);
+	s.vcpus = vm->ncpus;
+	s.mem_bytes = vm->mem.total;
+	if (vm->balloon) {
+		s.balloon_target_bytes = virtio_balloon_target(vm->balloon);
+		s.balloon_actual_bytes = virtio_balloon_actual(vm->balloon);
+	}
+	memcpy(st, &s, s.struct_size);
+	return 0;
+}
+
 int vm_run(struct vm *vm)
 {
 	struct vmm_err *err = &vm->err;
@@ -581,8 +731,12 @@ int vm_run(struct vm *vm)
 	if (!atomic_compare_exchange_strong(&vm->ran, &expected, true))
 		return err_set(err, EBUSY, "vm_run: this VM has already run");
 	ret = setup_kvm(vm, err);
-	if (ret < 0)
+	if (ret < 0) {
+		pthread_mutex_lock(&vm->state_lock);
+		vm_set_state(vm, VM_STATE_STOPPED);
+		pthread_mutex_unlock(&vm->state_lock);
 		return ret;
+	}
 	ret = vcpu_install_kick_handler();
 	if (ret < 0)
 		return err_set(err, -ret, "cannot install the vCPU kick signal handler");
@@ -592,6 +746,7 @@ int vm_run(struct vm *vm)
 			return err_set(err, ret, "cannot start the console thread: %s", strerror(ret));
 		vm->console_started = true;
 	}
+	pthread_mutex_lock(&vm->state_lock);
 	for (; started < vm->ncpus && !vm_exiting(vm); started++) {
 		ret = vcpu_start(&vm->vcpus[started], err);
 		if (ret < 0) {
@@ -599,6 +754,9 @@ int vm_run(struct vm *vm)
 			break;
 		}
 	}
+	vm->started_vcpus = started;
+	vm_set_state(vm, VM_STATE_RUNNING);
+	pthread_mutex_unlock(&vm->state_lock);
 	for (;;) {
 		struct pollfd p = { .fd = vm->exit_fd, .events = POLLIN };
 
@@ -609,6 +767,9 @@ int vm_run(struct vm *vm)
 			break;
 		}
 	}
+	pthread_mutex_lock(&vm->state_lock);
+	vm_set_state(vm, VM_STATE_STOPPED);
+	pthread_mutex_unlock(&vm->state_lock);
 	for (unsigned int i = 0; i < started; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	for (unsigned int i = 0; i < started; i++)
@@ -636,6 +797,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	vm_control_close(vm);
 	/* Devices first: their workers use guest memory and KVM fds. */
 	for (unsigned int i = 0; i < vm->nvdevs; i++)
 		virtio_pci_destroy(vm->vdevs[i]);
@@ -655,6 +817,12 @@ void vm_destroy(struct vm *vm)
 	bus_destroy(&vm->mmio);
 	if (vm->exit_fd >= 0)
 		close(vm->exit_fd);
+	if (vm->event_fd >= 0)
+		close(vm->event_fd);
+	if (vm->resume_fd >= 0)
+		close(vm->resume_fd);
+	pthread_cond_destroy(&vm->state_cond);
+	pthread_mutex_destroy(&vm->state_lock);
 	free(vm->kernel_path);
 	free(vm->initrd_path);
 	free(vm->cmdline);

@@ -17,6 +17,8 @@
 #include "lib/log.h"
 #include "lib/memory.h"
 #include "lib/pci.h"
+#include "devices/virtio_balloon.h"
+#include "lib/control.h"
 #include "lib/vcpu.h"
 #include "lib/virtio/pci.h"
 #include "libvmm/libvmm.h"
@@ -48,9 +50,22 @@ struct vm {
 	unsigned int nvdevs;
 	unsigned int nblk; /* virtio-blk devices: the next one is /dev/vd('a' + nblk) */
 	bool have_root;
+	struct virtio_balloon *balloon; /* NULL without a balloon */
+	struct control_server *ctl;     /* NULL without a control socket */
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;
+
+	/* Lifecycle: state changes under state_lock and are announced on event_fd. */
+	pthread_mutex_t state_lock;
+	pthread_cond_t state_cond;
+	enum vm_state state;
+	int event_fd;   /* eventfd for the embedder: written on every state change */
+	int resume_fd;  /* eventfd: readable while paused vCPUs may go on */
+	atomic_bool pause_requested;
+	unsigned int paused_vcpus;  /* vCPUs parked in vm_vcpu_pause_point() */
+	unsigned int started_vcpus;
+	struct kvm_clock_data paused_clock;
 
 	atomic_int exit_reason; /* -1 while running */
 	atomic_bool ran;
@@ -77,6 +92,21 @@ void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, const char *fmt,
  * without KVM. Returns 0 or -errno with @err set; free with vm_destroy().
  */
 int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err);
+
+/*
+ * Called by each vCPU thread outside KVM_RUN: parks the thread while a pause
+ * is requested, until vm_resume() or an exit.
+ */
+void vm_vcpu_pause_point(struct vm *vm);
+
+/* Put a virtio device on PCI bus 0 (lib/vm.c); takes ownership of @dev. */
+int vm_add_virtio(struct vm *vm, struct virtio_device dev, struct virtio_pci **out);
+
+/* Checks shared by the vm_add_*() calls: before vm_run(), a free PCI slot. */
+int vm_check_can_add(struct vm *vm);
+
+/* Close the control socket, if any (lib/vm_control.c). */
+void vm_control_close(struct vm *vm);
 
 /* True once an exit has been requested. */
 bool vm_exiting(const struct vm *vm);

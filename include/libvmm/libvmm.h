@@ -20,6 +20,7 @@ extern "C" {
 
 /** Opaque handle to one virtual machine. Several may exist in one process. */
 struct vm;
+struct vm_status;
 
 /** Severity of a log message handed to a struct vm_config::log callback. */
 enum vm_log_level {
@@ -165,6 +166,56 @@ LIBVMM_API int vm_add_disk_fd(struct vm *vm, int fd, uint32_t flags);
 LIBVMM_API int vm_add_rng(struct vm *vm);
 
 /**
+ * Add a virtio-balloon device (inflate and deflate queues, DEFLATE_ON_OOM).
+ * Pages the guest puts in the balloon are returned to the host, so the
+ * VMM's memory use really drops. Call before vm_run(). Returns 0, -EEXIST
+ * for a second balloon, -ENOSPC when the PCI bus is full, -EBUSY after
+ * vm_run().
+ */
+LIBVMM_API int vm_add_balloon(struct vm *vm);
+
+/**
+ * Ask the guest's balloon driver to hold @bytes (rounded down to 4 KiB
+ * pages) of its memory. Thread safe, callable while vm_run() runs. Returns
+ * 0, -ENODEV without a balloon, -EINVAL for more than guest RAM.
+ */
+LIBVMM_API int vm_set_balloon(struct vm *vm, uint64_t bytes);
+
+/**
+ * Serve the control socket at @path (a directory gets "vmm-<pid>.sock"
+ * inside): stop, suspend, resume, balloon and status requests from other
+ * processes, as `vmm-run stop PATH` sends them (protocol: docs/
+ * control-protocol.md). The socket is mode 0600; a stale socket of a dead
+ * VMM is replaced, a live one refused (-EADDRINUSE). It is removed by
+ * vm_destroy(). Call before vm_run(); at most once. Returns 0 or -errno.
+ */
+LIBVMM_API int vm_control_listen(struct vm *vm, const char *path);
+
+/** The control socket's path, or NULL if vm_control_listen() was not called. */
+LIBVMM_API const char *vm_control_path(const struct vm *vm);
+
+/** Requests vm_control_send() can make. */
+enum vm_control_command {
+	VM_CONTROL_STOP = 1,
+	VM_CONTROL_SUSPEND = 2,
+	VM_CONTROL_RESUME = 3,
+	VM_CONTROL_BALLOON = 4, /* arg: target size in bytes, a multiple of 4096 */
+	VM_CONTROL_STATUS = 5,  /* fills *status */
+};
+
+/**
+ * Client side of the control socket: send @cmd (with @arg) to the VMM
+ * listening at @path and wait for its reply (30 s at most). @status may be
+ * NULL; for VM_CONTROL_STATUS it receives the VM's status (set its
+ * struct_size). Returns 0, or -errno with a message in vm_last_error(NULL):
+ * -ENOENT/-ECONNREFUSED when nothing listens there, -EINVAL for a refused
+ * argument, -EBUSY when the VM is in the wrong state, -EOPNOTSUPP (e.g. a
+ * balloon request to a VM without one).
+ */
+LIBVMM_API int vm_control_send(const char *path, enum vm_control_command cmd, uint64_t arg,
+			       struct vm_status *status);
+
+/**
  * Run the VM until the guest powers off or resets, vm_stop() is called, or
  * an error occurs. Blocks the calling thread; the vCPUs run in threads of
  * their own. May be called once per VM.
@@ -177,6 +228,50 @@ LIBVMM_API int vm_add_rng(struct vm *vm);
  * vm_last_error(vm) says why.
  */
 LIBVMM_API int vm_run(struct vm *vm);
+
+/** Lifecycle states reported by vm_get_status(). */
+enum vm_state {
+	VM_STATE_CREATED = 0, /* vm_run() not called yet */
+	VM_STATE_RUNNING = 1,
+	VM_STATE_PAUSED = 2,
+	VM_STATE_STOPPED = 3, /* vm_run() has returned or is returning */
+};
+
+/** A snapshot of a VM's state; set struct_size before calling vm_get_status(). */
+struct vm_status {
+	size_t struct_size;
+	enum vm_state state;
+	uint32_t vcpus;
+	uint64_t mem_bytes;
+	/** Balloon target and the size the guest reports; 0 without a balloon. */
+	uint64_t balloon_target_bytes;
+	uint64_t balloon_actual_bytes;
+};
+
+/**
+ * Fill @st (whose struct_size the caller sets; smaller, older structs are
+ * filled as far as they go). Thread safe. Returns 0 or -EINVAL.
+ */
+LIBVMM_API int vm_get_status(struct vm *vm, struct vm_status *st);
+
+/**
+ * Pause a running VM: every vCPU leaves the guest and waits; the guest's
+ * kvmclock is saved so that it does not jump by the paused time on resume.
+ * Returns when all vCPUs are parked. Thread safe (not from a signal
+ * handler). Returns 0 (also if already paused), -EINVAL if the VM is not
+ * running, -ESHUTDOWN if it stopped meanwhile.
+ */
+LIBVMM_API int vm_pause(struct vm *vm);
+
+/** Resume a paused VM. Returns 0 (also if running), -EINVAL if not paused. */
+LIBVMM_API int vm_resume(struct vm *vm);
+
+/**
+ * An eventfd that becomes readable whenever the VM's state changes
+ * (running, paused, resumed, stopped). Poll it, read 8 bytes to clear it,
+ * then call vm_get_status(). Owned by the VM; valid until vm_destroy().
+ */
+LIBVMM_API int vm_event_fd(struct vm *vm);
 
 /**
  * Ask a running VM to stop: every vCPU leaves the guest and vm_run() returns

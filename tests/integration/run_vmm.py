@@ -211,6 +211,31 @@ def case_no_kvm():
                  what="/dev/kvm not accessible")
 
 
+def case_control_cli():
+    """Control subcommands and -s checks that need no running VM."""
+    import socket
+    missing = os.path.join(tmp, "nothing.sock")
+    expect_error(["status", missing], missing, what="status of a socket that does not exist")
+    expect_error(["stop"], "stop needs at least one control socket path")
+    expect_error(["balloon"], "balloon needs a SIZE")
+    expect_error(["balloon", "12x", missing], "'12x' is not a size")
+    # A live socket (some other VMM) is refused before the VM starts.
+    live = os.path.join(tmp, "live.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    srv.bind(live)
+    srv.listen(1)
+    try:
+        expect_error(["run", "-s", live, bzimage], "in use by a running VMM", what="-s on a live socket")
+    finally:
+        srv.close()
+    # Now the socket file is stale: vmm-run replaces it (and then fails only for want of KVM).
+    st, out, err = run(["run", "-s", live, bzimage])
+    check("in use" not in err, "a stale socket is replaced: %r" % err)
+    check(not os.path.exists(live), "the socket is removed when vmm-run exits")
+    expect_error(["run", "-s", write("plain-file", b"x"), bzimage], "plain-file",
+                 what="-s on a regular file")
+
+
 # ---- cases that boot the test guest under KVM ----
 
 

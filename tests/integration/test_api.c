@@ -1,10 +1,12 @@
 /* The public API as an embedder uses it: errors without KVM, and two VMs at once in one process. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "libvmm/libvmm.h"
@@ -75,12 +77,30 @@ static void test_errors(void)
 		CHECK(vm_add_disk(vm, "/dev/null", 99) == -EINVAL, "unknown disk flags");
 		CHECK(vm_add_disk_fd(vm, -1, 0) == -EBADF, "bad disk fd");
 		CHECK(vm_add_rng(vm) == 0, "rng: %s", vm_last_error(vm));
+		{
+			struct vm_status st = { .struct_size = sizeof(st) };
+
+			CHECK(vm_get_status(vm, &st) == 0 && st.state == VM_STATE_CREATED &&
+				      st.vcpus == 1 && st.mem_bytes == 256ULL << 20,
+			      "status of a created VM");
+			CHECK(vm_pause(vm) == -EINVAL, "pausing a VM that does not run");
+			CHECK(vm_resume(vm) == -EINVAL, "resuming a VM that is not paused");
+			st.struct_size = 0;
+			CHECK(vm_get_status(vm, &st) == -EINVAL, "status without struct_size");
+		}
 		if (access("/dev/kvm", F_OK) != 0) {
+			struct vm_status st = { .struct_size = sizeof(st) };
+			uint64_t events = 0;
+
 			ret = vm_run(vm);
 			CHECK(ret == -ENODEV, "without /dev/kvm vm_run gives -ENODEV, got %d", ret);
 			CHECK(strstr(vm_last_error(vm), "KVM is not available"), "message: %s",
 			      vm_last_error(vm));
 			CHECK(vm_run(vm) == -EBUSY, "a VM runs once");
+			CHECK(vm_get_status(vm, &st) == 0 && st.state == VM_STATE_STOPPED,
+			      "a VM that could not start is stopped");
+			CHECK(read(vm_event_fd(vm), &events, sizeof(events)) == 8 && events > 0,
+			      "the state change was announced on vm_event_fd");
 		}
 		vm_destroy(vm);
 	}
@@ -109,6 +129,48 @@ static void test_errors(void)
 		CHECK(vm_add_disk(b, path, VM_DISK_ROOT) == -EEXIST, "second root disk");
 		vm_destroy(b);
 		unlink(path);
+	}
+
+	/* The control socket end to end, on a VM that has not started. */
+	{
+		char dir[] = "/tmp/libvmm-ctl-XXXXXX";
+		struct vm_status st = { .struct_size = sizeof(st) };
+		struct stat sb;
+		char path[256] = "";
+
+		CHECK(mkdtemp(dir) != NULL, "temp dir");
+		vm_config_init(&cfg);
+		cfg.kernel_path = kernel;
+		cfg.mem_mib = 128;
+		cfg.vcpus = 2;
+		CHECK(vm_create(&cfg, &vm) == 0, "create: %s", vm_last_error(NULL));
+		CHECK(vm_add_balloon(vm) == 0, "balloon: %s", vm_last_error(vm));
+		CHECK(vm_add_balloon(vm) == -EEXIST, "one balloon per VM");
+		CHECK(vm_control_listen(vm, dir) == 0, "listen: %s", vm_last_error(vm));
+		if (vm_control_path(vm))
+			snprintf(path, sizeof(path), "%s", vm_control_path(vm));
+		CHECK(strstr(path, "/vmm-") && strstr(path, ".sock"), "socket in the dir: %s", path);
+		CHECK(stat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+			      (sb.st_mode & 0777) == 0600,
+		      "socket mode 0600");
+		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, &st) == 0 &&
+			      st.state == VM_STATE_CREATED && st.vcpus == 2 &&
+			      st.mem_bytes == 128ULL << 20,
+		      "status over the socket: %s", vm_last_error(NULL));
+		CHECK(vm_control_send(path, VM_CONTROL_SUSPEND, 0, NULL) == -EBUSY,
+		      "suspend before run is a state error: %s", vm_last_error(NULL));
+		CHECK(vm_control_send(path, VM_CONTROL_BALLOON, 64 << 20, NULL) == 0, "balloon: %s",
+		      vm_last_error(NULL));
+		CHECK(vm_control_send(path, VM_CONTROL_BALLOON, 1ULL << 40, NULL) == -EINVAL,
+		      "balloon larger than RAM refused");
+		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, &st) == 0 &&
+			      st.balloon_target_bytes == 64 << 20,
+		      "status shows the balloon target");
+		CHECK(vm_control_listen(vm, dir) == -EEXIST, "one control socket per VM");
+		vm_destroy(vm);
+		CHECK(access(path, F_OK) != 0, "socket removed with the VM");
+		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, NULL) < 0, "nothing listens any more");
+		rmdir(dir);
 	}
 
 	vm_destroy(NULL);
@@ -189,6 +251,50 @@ static void test_two_vms(void)
 	}
 }
 
+/* Pause and resume from another thread, watched through vm_event_fd. */
+static void test_pause_resume(void)
+{
+	struct runner r;
+	struct vm_status st = { .struct_size = sizeof(st) };
+	pthread_t t, d;
+	uint64_t ev;
+
+	if (start_vm(&r, "guest.exit=halt guest.aps=0") != 0) {
+		CHECK(0, "create: %s", vm_last_error(NULL));
+		return;
+	}
+	pthread_create(&d, NULL, drain_thread, &r);
+	pthread_create(&t, NULL, run_thread, &r);
+	/* Wait for RUNNING through the event fd. */
+	for (;;) {
+		struct pollfd p = { .fd = vm_event_fd(r.vm), .events = POLLIN };
+
+		CHECK(poll(&p, 1, 10000) == 1, "state change announced");
+		(void)!read(vm_event_fd(r.vm), &ev, sizeof(ev));
+		vm_get_status(r.vm, &st);
+		if (st.state != VM_STATE_CREATED)
+			break;
+	}
+	CHECK(st.state == VM_STATE_RUNNING, "running, got %d", st.state);
+	CHECK(vm_pause(r.vm) == 0, "pause: %s", vm_last_error(r.vm));
+	vm_get_status(r.vm, &st);
+	CHECK(st.state == VM_STATE_PAUSED, "paused");
+	CHECK(vm_pause(r.vm) == 0, "pausing twice is fine");
+	CHECK(vm_resume(r.vm) == 0, "resume: %s", vm_last_error(r.vm));
+	vm_get_status(r.vm, &st);
+	CHECK(st.state == VM_STATE_RUNNING, "running again");
+	CHECK(vm_pause(r.vm) == 0, "pause again");
+	vm_stop(r.vm); /* a paused VM stops too */
+	pthread_join(t, NULL);
+	CHECK(r.reason == VM_EXIT_STOPPED, "stopped while paused, got %d", r.reason);
+	vm_get_status(r.vm, &st);
+	CHECK(st.state == VM_STATE_STOPPED, "stopped");
+	vm_destroy(r.vm);
+	close(r.out[1]);
+	pthread_join(d, NULL);
+	close(r.out[0]);
+}
+
 /* vm_stop from another thread ends a guest that would run forever. */
 static void test_stop(void)
 {
@@ -228,6 +334,7 @@ int main(int argc, char **argv)
 		}
 		test_two_vms();
 		test_stop();
+		test_pause_resume();
 	}
 	printf("%s: %d failure(s)\n", argv[1], failures);
 	return failures ? 1 : 0;

@@ -1,6 +1,7 @@
 /* Parses `vmm-run run` options (crosvm's names) into a struct run_opts. */
 #include "args.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,6 +53,12 @@ const char run_usage[] =
 	"                     use, exclusive for writable use.\n"
 	"      --no-rng       no virtio-rng device (present by default)\n"
 	"      --no-balloon   no virtio-balloon device (present by default)\n"
+	"      --tap-fd N     virtio-net on the configured tap device open as fd N,\n"
+	"                     inherited from the caller (repeatable: one NIC each);\n"
+	"                     needs no privileges\n"
+	"      --host_ip IP   with --netmask and --mac: create a tap, give its host\n"
+	"      --netmask MASK side IP and MASK (a.b.c.d or a prefix length), bring it\n"
+	"      --mac MAC      up, and give the guest MAC (needs CAP_NET_ADMIN)\n"
 	"  -s, --socket PATH  serve the control socket at PATH (a directory gets\n"
 	"                     vmm-<pid>.sock inside) for stop, suspend, resume,\n"
 	"                     balloon and status; removed when vmm-run exits\n"
@@ -115,6 +122,55 @@ int parse_size(const char *name, const char *s, uint64_t *out, char *err, size_t
 	return 0;
 }
 
+int parse_ipv4(const char *name, const char *s, uint32_t *out, char *err, size_t errlen)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, s, &a) != 1)
+		return fail(err, errlen, "%s: '%s' is not an IPv4 address", name, s);
+	*out = ntohl(a.s_addr);
+	return 0;
+}
+
+int parse_netmask(const char *name, const char *s, uint32_t *out, char *err, size_t errlen)
+{
+	unsigned long bits;
+	uint32_t m = 0;
+
+	if (s[0] == '/')
+		s++;
+	if (!strchr(s, '.')) {
+		if (parse_uint(name, s, 0, 32, &bits, err, errlen) < 0)
+			return -1;
+		*out = bits ? ~0u << (32 - bits) : 0;
+		return 0;
+	}
+	if (parse_ipv4(name, s, &m, err, errlen) < 0)
+		return -1;
+	if (m & (~m >> 1))
+		return fail(err, errlen, "%s: '%s' is not a contiguous netmask", name, s);
+	*out = m;
+	return 0;
+}
+
+int parse_mac(const char *name, const char *s, uint8_t mac[6], char *err, size_t errlen)
+{
+	unsigned int b[6];
+	char tail;
+
+	if (strlen(s) != 17 ||
+	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+		   &tail) != 6)
+		return fail(err, errlen, "%s: '%s' is not a MAC address (xx:xx:xx:xx:xx:xx)", name, s);
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	if (mac[0] & 1)
+		return fail(err, errlen, "%s: %s is a multicast address", name, s);
+	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
+		return fail(err, errlen, "%s: the zero MAC address is not usable", name);
+	return 0;
+}
+
 static int add_param(struct run_opts *o, const char *p, char *err, size_t errlen)
 {
 	size_t old = o->params ? strlen(o->params) : 0;
@@ -164,6 +220,10 @@ enum opt_id {
 	OPT_NO_RNG,
 	OPT_NO_BALLOON,
 	OPT_SOCKET,
+	OPT_TAP_FD,
+	OPT_HOST_IP,
+	OPT_NETMASK,
+	OPT_MAC,
 	OPT_HELP,
 };
 
@@ -178,7 +238,9 @@ static const struct option_def {
 	{ 'r', "root", true, OPT_ROOT },     { 0, "rwroot", true, OPT_RWROOT },
 	{ 'd', "disk", true, OPT_DISK },     { 0, "rwdisk", true, OPT_RWDISK },
 	{ 0, "no-rng", false, OPT_NO_RNG },  { 0, "no-balloon", false, OPT_NO_BALLOON },
-	{ 's', "socket", true, OPT_SOCKET }, { 'h', "help", false, OPT_HELP },
+	{ 's', "socket", true, OPT_SOCKET }, { 0, "tap-fd", true, OPT_TAP_FD },
+	{ 0, "host_ip", true, OPT_HOST_IP }, { 0, "netmask", true, OPT_NETMASK },
+	{ 0, "mac", true, OPT_MAC },         { 'h', "help", false, OPT_HELP },
 };
 
 /* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
@@ -210,8 +272,13 @@ static const struct option_def *find_option(const char *arg, const char **inline
 	return NULL;
 }
 
-static int apply(struct run_opts *o, const struct option_def *d, const char *val, char *err,
-		 size_t errlen)
+/* How often the tap creation options were given. */
+struct net_seen {
+	int host_ip, netmask, mac;
+};
+
+static int apply(struct run_opts *o, struct net_seen *seen, const struct option_def *d,
+		 const char *val, char *err, size_t errlen)
 {
 	char name[32];
 	unsigned long v;
@@ -259,6 +326,22 @@ static int apply(struct run_opts *o, const struct option_def *d, const char *val
 			return fail(err, errlen, "%s: empty path", name);
 		o->socket = val;
 		return 0;
+	case OPT_TAP_FD:
+		if (o->ntap_fds == RUN_MAX_DISKS)
+			return fail(err, errlen, "%s: too many (at most %d)", name, RUN_MAX_DISKS);
+		if (parse_uint(name, val, 0, 1 << 20, &v, err, errlen) < 0)
+			return -1;
+		o->tap_fds[o->ntap_fds++] = (int)v;
+		return 0;
+	case OPT_HOST_IP:
+		seen->host_ip++;
+		return parse_ipv4(name, val, &o->host_ip, err, errlen);
+	case OPT_NETMASK:
+		seen->netmask++;
+		return parse_netmask(name, val, &o->netmask, err, errlen);
+	case OPT_MAC:
+		seen->mac++;
+		return parse_mac(name, val, o->mac, err, errlen);
 	case OPT_HELP:
 		o->help = true;
 		return 0;
@@ -269,6 +352,7 @@ static int apply(struct run_opts *o, const struct option_def *d, const char *val
 int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, size_t errlen)
 {
 	bool only_args = false;
+	struct net_seen seen = { 0, 0, 0 };
 
 	memset(o, 0, sizeof(*o));
 	for (int i = 0; i < argc; i++) {
@@ -301,8 +385,24 @@ int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, 
 			}
 			val = argv[++i];
 		}
-		if (apply(o, d, val, err, errlen) < 0)
+		if (apply(o, &seen, d, val, err, errlen) < 0)
 			goto bad;
+	}
+	if (seen.host_ip > 1 || seen.netmask > 1 || seen.mac > 1) {
+		fail(err, errlen, "--host_ip, --netmask and --mac may each be given once");
+		goto bad;
+	}
+	if (seen.host_ip || seen.netmask || seen.mac) {
+		if (o->ntap_fds) {
+			fail(err, errlen, "--tap-fd cannot be combined with --host_ip, --netmask or --mac");
+			goto bad;
+		}
+		if (!seen.host_ip || !seen.netmask || !seen.mac) {
+			fail(err, errlen, "--host_ip, --netmask and --mac go together (missing %s)",
+			     !seen.host_ip ? "--host_ip" : !seen.netmask ? "--netmask" : "--mac");
+			goto bad;
+		}
+		o->tap_create = true;
 	}
 	if (!o->help && !o->kernel) {
 		fail(err, errlen, "no kernel given (usage: vmm-run run [OPTIONS] KERNEL)");

@@ -24,6 +24,11 @@ struct run_opts {
 	bool no_rng;
 	bool no_balloon;
 	const char *socket; /* -s: control socket path or directory */
+	int tap_fds[RUN_MAX_DISKS]; /* --tap-fd, in order */
+	unsigned int ntap_fds;
+	bool tap_create; /* --host_ip/--netmask/--mac given (all three) */
+	uint32_t host_ip, netmask; /* host byte order */
+	uint8_t mac[6];
 	const char *kernel;
 	const char *initrd;
 	char *params; /* -p values joined by spaces, malloc'ed, or NULL */
@@ -52,6 +57,11 @@ int parse_uint(const char *name, const char *s, unsigned long min, unsigned long
  * (powers of 1024). Returns 0 or -1 with a message.
  */
 int parse_size(const char *name, const char *s, uint64_t *out, char *err, size_t errlen);
+
+/* Parse a dotted IPv4 address, a netmask (dotted or a prefix length) and a MAC. */
+int parse_ipv4(const char *name, const char *s, uint32_t *out, char *err, size_t errlen);
+int parse_netmask(const char *name, const char *s, uint32_t *out, char *err, size_t errlen);
+int parse_mac(const char *name, const char *s, uint8_t mac[6], char *err, size_t errlen);
 
 /* Usage text of `vmm-run run` and of `vmm-run` as a whole. */
 extern const char run_usage[];

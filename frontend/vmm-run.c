@@ -71,6 +71,11 @@ static int add_devices(struct vm *vm, const struct run_opts *o)
 		if (ret < 0)
 			return ret;
 	}
+	for (unsigned int i = 0; i < o->ntap_fds; i++)
+		if (vm_add_tap_fd(vm, o->tap_fds[i], NULL) < 0)
+			return -1;
+	if (o->tap_create && vm_add_tap(vm, o->host_ip, o->netmask, o->mac) < 0)
+		return -1;
 	if (!o->no_rng && vm_add_rng(vm) < 0)
 		return -1;
 	if (!o->no_balloon && vm_add_balloon(vm) < 0)

@@ -50,6 +50,8 @@ struct vm {
 	unsigned int nvdevs;
 	unsigned int nblk; /* virtio-blk devices: the next one is /dev/vd('a' + nblk) */
 	bool have_root;
+	struct vm_net_config nets[PCI_MAX_DEVICES]; /* what vm_get_net_config() reports */
+	unsigned int nnets;
 	struct virtio_balloon *balloon; /* NULL without a balloon */
 	struct control_server *ctl;     /* NULL without a control socket */
 

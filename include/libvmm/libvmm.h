@@ -165,6 +165,50 @@ LIBVMM_API int vm_add_disk_fd(struct vm *vm, int fd, uint32_t flags);
  */
 LIBVMM_API int vm_add_rng(struct vm *vm);
 
+/** A VM's network interface, as vm_get_net_config() reports it. */
+struct vm_net_config {
+	size_t struct_size; /* set by the caller */
+	/** The tap fd libvmm uses; valid until vm_destroy(); do not close it. */
+	int tap_fd;
+	/** The tap interface's name on the host. */
+	char ifname[16];
+	/** Host-side IPv4 address and netmask (host byte order); 0 for a tap handed in. */
+	uint32_t host_ip;
+	uint32_t netmask;
+	/** The guest's MAC address. */
+	uint8_t mac[6];
+};
+
+/**
+ * Add a virtio-net device on an already configured tap device @fd (opened
+ * from /dev/net/tun with IFF_TAP; IFF_VNET_HDR enables checksum and TSO
+ * offloads). libvmm checks that @fd is an open tap, takes its own duplicate
+ * (the caller may close @fd) and needs no privileges for networking. The fd
+ * is made non-blocking (a flag its duplicates share). @mac is the guest's
+ * MAC address; NULL picks a random locally administered one.
+ *
+ * Call before vm_run(). Returns 0, -EBADF for an fd that is not open,
+ * -EINVAL for an fd that is not a tap (a regular file, a socket, a tun
+ * device) or a bad MAC (multicast or zero), -ENOSPC, -EBUSY after vm_run().
+ */
+LIBVMM_API int vm_add_tap_fd(struct vm *vm, int fd, const uint8_t mac[6]);
+
+/**
+ * Create a tap device, give its host side @host_ip and @netmask (host byte
+ * order; the netmask contiguous), bring it up, and add a virtio-net device
+ * on it with the guest MAC @mac (NULL: random, locally administered). Needs
+ * CAP_NET_ADMIN (-EPERM otherwise, with a message saying so). Same other
+ * errors as vm_add_tap_fd(). The tap disappears with the VM.
+ */
+LIBVMM_API int vm_add_tap(struct vm *vm, uint32_t host_ip, uint32_t netmask, const uint8_t mac[6]);
+
+/**
+ * Report network interface @index (0 for the first added) in @out, whose
+ * struct_size the caller sets. Returns 0, or -ENOENT when there is no such
+ * interface, -EINVAL without struct_size.
+ */
+LIBVMM_API int vm_get_net_config(struct vm *vm, unsigned int index, struct vm_net_config *out);
+
 /**
  * Add a virtio-balloon device (inflate and deflate queues, DEFLATE_ON_OOM).
  * Pages the guest puts in the balloon are returned to the host, so the

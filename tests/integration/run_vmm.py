@@ -236,6 +236,81 @@ def case_control_cli():
                  what="-s on a regular file")
 
 
+def tun_fd(flags):
+    """Open /dev/net/tun as a tap (IFF_TAP) or tun (IFF_TUN) device; returns the fd."""
+    import fcntl
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    ifr = struct.pack("16sH22x", b"", flags | 0x1000)  # IFF_NO_PI
+    fcntl.ioctl(fd, 0x400454CA, ifr)  # TUNSETIFF
+    return fd
+
+
+def case_net_cli():
+    """--tap-fd and --host_ip/--netmask/--mac checks; they need no KVM (root, in a private netns)."""
+    expect_error(["run", "--tap-fd", "3", "--host_ip", "10.0.0.1", bzimage], "--tap-fd cannot be combined")
+    expect_error(["run", "--host_ip", "10.0.0.1", "--netmask", "24", bzimage], "(missing --mac)")
+    expect_error(["run", "--tap-fd", "57", bzimage], "not an open file descriptor", what="--tap-fd not open")
+    if os.geteuid() != 0 or not shutil.which("unshare") or not os.path.exists("/dev/net/tun"):
+        print("skipped: the tap cases need root, unshare and /dev/net/tun")
+        sys.exit(SKIP)
+    regular = os.open(write("not-a-tap", b"x"), os.O_RDONLY)
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for fd, needle, what in ((regular, "regular file", "--tap-fd on a regular file"),
+                                 (sock.fileno(), "socket", "--tap-fd on a socket")):
+            st, out, err = run_fds(["run", "--tap-fd", str(fd), bzimage], [fd])
+            report_error(st, out, err, needle, what)
+    finally:
+        os.close(regular)
+        sock.close()
+    # Taps and tuns live in a network namespace of the test's own.
+    script = r'''
+import os, struct, fcntl, subprocess, sys
+def tun(flags):
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"", flags | 0x1000))
+    return fd
+vmm, kernel = sys.argv[1], sys.argv[2]
+for flags, name in ((0x0001, "tun"), (0x0002, "tap")):
+    fd = tun(flags)
+    p = subprocess.run([vmm, "run", "--tap-fd", str(fd), kernel], pass_fds=[fd], capture_output=True, text=True)
+    print(name, p.returncode, p.stderr.strip())
+p = subprocess.run([vmm, "run", "--host_ip", "10.99.0.1", "--netmask", "255.255.255.0", "--mac", "52:54:00:00:00:01", kernel], capture_output=True, text=True)
+print("create", p.returncode, p.stderr.strip())
+p = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin", vmm, "run", "--host_ip", "10.99.0.1", "--netmask", "24", "--mac", "52:54:00:00:00:01", kernel], capture_output=True, text=True)
+print("nocap", p.returncode, p.stderr.strip())
+'''
+    p = subprocess.run(["unshare", "-n", sys.executable, "-c", script, vmm, bzimage],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    print(p.stdout, p.stderr)
+    res = {l.split(" ", 1)[0]: l.split(" ", 2)[1:] for l in p.stdout.splitlines() if l}
+    check(res.get("tun", ["", ""])[0] == "1" and "tun (layer 3)" in res["tun"][1],
+          "--tap-fd on a tun device is refused: %r" % res.get("tun"))
+    kvm_msg = "KVM is not available"
+    if not os.path.exists("/dev/kvm"):
+        # The tap was accepted (or created); only the missing /dev/kvm stops the VM.
+        check(res.get("tap", ["", ""])[0] == "1" and kvm_msg in res["tap"][1],
+              "--tap-fd on a tap is accepted: %r" % res.get("tap"))
+        check(res.get("create", ["", ""])[0] == "1" and kvm_msg in res["create"][1],
+              "--host_ip/--netmask/--mac creates the tap: %r" % res.get("create"))
+    check(res.get("nocap", ["", ""])[0] == "1" and "CAP_NET_ADMIN" in res["nocap"][1],
+          "without CAP_NET_ADMIN the message says so: %r" % res.get("nocap"))
+
+
+def run_fds(args, fds):
+    p = subprocess.run([vmm] + args, capture_output=True, timeout=TIMEOUT, pass_fds=fds)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def report_error(st, out, err, needle, what):
+    lines = err.strip("\n").split("\n") if err else []
+    print("[%s] -> %s: %s" % (what, st, err.strip()))
+    check(st == 1, "%s: exit status %s, expected 1" % (what, st))
+    check(len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, err))
+    check(needle in err, "%s: stderr %r lacks %r" % (what, err, needle))
+
+
 # ---- cases that boot the test guest under KVM ----
 
 

@@ -87,7 +87,7 @@ static void test_dash_dash(void **state)
 
 struct bad_case {
 	int argc;
-	const char *argv[4];
+	const char *argv[6];
 	const char *msg; /* substring of the error */
 };
 
@@ -114,6 +114,17 @@ static void test_bad_input(void **state)
 		{ 4, { "-r", "a", "--rwroot", "b" }, "--rwroot: a root disk was already given (a)" },
 		{ 3, { "--rwdisk", "", "k" }, "--rwdisk: empty path" },
 		{ 2, { "--no-rng=1", "k" }, "unknown option '--no-rng=1'" },
+		{ 3, { "--tap-fd", "x", "k" }, "--tap-fd: 'x' is not a number" },
+		{ 3, { "--host_ip", "10.0.0", "k" }, "--host_ip: '10.0.0' is not an IPv4 address" },
+		{ 3, { "--netmask", "255.0.255.0", "k" }, "not a contiguous netmask" },
+		{ 3, { "--netmask", "33", "k" }, "--netmask: 33 is too large" },
+		{ 3, { "--mac", "01:00:00:00:00:01", "k" }, "is a multicast address" },
+		{ 3, { "--mac", "00:00:00:00:00:00", "k" }, "zero MAC" },
+		{ 3, { "--mac", "52:54:00:12:34", "k" }, "is not a MAC address" },
+		{ 3, { "--host_ip", "10.0.0.1", "k" }, "go together (missing --netmask)" },
+		{ 5, { "--host_ip", "10.0.0.1", "--netmask", "24", "k" }, "(missing --mac)" },
+		{ 5, { "--tap-fd", "3", "--mac", "52:54:00:12:34:56", "k" }, "--tap-fd cannot be combined" },
+		{ 4, { "--mac", "52:54:00:12:34:56", "--mac", "52:54:00:12:34:57" }, "given once" },
 	};
 
 	(void)state;
@@ -175,6 +186,34 @@ static void test_too_many_disks(void **state)
 	assert_non_null(strstr(err, "too many disks (at most 16)"));
 }
 
+static void test_net(void **state)
+{
+	struct run_opts o;
+	char err[ARGS_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(parse(&o, err, 7, "--host_ip", "10.1.2.3", "--netmask", "255.255.255.0",
+			       "--mac", "52:54:00:ab:cd:ef", "k"),
+			 0);
+	assert_true(o.tap_create);
+	assert_int_equal(o.host_ip, 0x0a010203);
+	assert_int_equal(o.netmask, 0xffffff00);
+	assert_int_equal(o.mac[0], 0x52);
+	assert_int_equal(o.mac[5], 0xef);
+	run_opts_free(&o);
+	assert_int_equal(parse(&o, err, 5, "--tap-fd", "3", "--tap-fd=7", "--netmask=x", "k"), -1);
+	assert_int_equal(parse(&o, err, 4, "--tap-fd", "3", "--tap-fd=7", "k"), 0);
+	assert_int_equal(o.ntap_fds, 2);
+	assert_int_equal(o.tap_fds[1], 7);
+	assert_false(o.tap_create);
+	run_opts_free(&o);
+	assert_int_equal(parse(&o, err, 7, "--host_ip", "192.168.0.1", "--netmask", "/16", "--mac",
+			       "02:00:00:00:00:01", "k"),
+			 0);
+	assert_int_equal(o.netmask, 0xffff0000);
+	run_opts_free(&o);
+}
+
 static void test_parse_uint(void **state)
 {
 	unsigned long v;
@@ -197,6 +236,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_help), cmocka_unit_test(test_dash_dash),
 		cmocka_unit_test(test_bad_input),    cmocka_unit_test(test_parse_uint),
 		cmocka_unit_test(test_disks),        cmocka_unit_test(test_too_many_disks),
+		cmocka_unit_test(test_net),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,25 @@ static void random_mac(uint8_t mac[6])
 	mac[0] = (mac[0] & 0xfc) | 0x02;
 }
 
+/* Checks shared by both ways to add a NIC; picks the guest MAC into @mac. */
+static int net_precheck(struct vm *vm, const uint8_t *mac_in, uint8_t mac[6])
+{
+	int ret;
+
+	err_clear(&vm->err);
+	ret = vm_check_can_add(vm);
+	if (ret < 0)
+		return ret;
+	if (!mac_in) {
+		random_mac(mac);
+		return 0;
+	}
+	ret = tap_check_mac(mac_in, &vm->err);
+	if (ret == 0)
+		memcpy(mac, mac_in, 6);
+	return ret;
+}
+
 /* Add virtio-net on @fd, which this takes (closed on failure). */
 static int vm_add_net(struct vm *vm, int fd, struct tap_info *info, const uint8_t mac[6],
 		      uint32_t host_ip, uint32_t netmask)
@@ -53,18 +72,9 @@ int vm_add_tap_fd(struct vm *vm, int fd, const uint8_t mac_in[6])
 	uint8_t mac[6];
 	int own, ret;
 
-	err_clear(&vm->err);
-	ret = vm_check_can_add(vm);
+	ret = net_precheck(vm, mac_in, mac);
 	if (ret < 0)
 		return ret;
-	if (mac_in) {
-		ret = tap_check_mac(mac_in, &vm->err);
-		if (ret < 0)
-			return ret;
-		memcpy(mac, mac_in, 6);
-	} else {
-		random_mac(mac);
-	}
 	ret = tap_check_fd(fd, &info, &vm->err);
 	if (ret < 0)
 		return ret;
@@ -81,19 +91,10 @@ int vm_add_tap(struct vm *vm, uint32_t host_ip, uint32_t netmask, const uint8_t 
 	uint8_t mac[6];
 	int fd, ret;
 
-	err_clear(&vm->err);
-	ret = vm_check_can_add(vm);
+	/* Check everything the caller gave before anything is created. */
+	ret = net_precheck(vm, mac_in, mac);
 	if (ret < 0)
 		return ret;
-	/* Check everything the caller gave before anything is created. */
-	if (mac_in) {
-		ret = tap_check_mac(mac_in, &vm->err);
-		if (ret < 0)
-			return ret;
-		memcpy(mac, mac_in, 6);
-	} else {
-		random_mac(mac);
-	}
 	if (!tap_netmask_valid(netmask))
 		return err_set(&vm->err, EINVAL, "netmask 0x%08x is not a contiguous netmask", netmask);
 	if (host_ip == 0)

@@ -1,5 +1,5 @@
-/* The test guest's main sequence: check the machine, print, exit. */
-#include "guest.h"
+/* The test guest's main sequence: check the machine, print, exit (or tick forever). */
+#include "virtio.h"
 
 #define ECHO_MAX 4096
 
@@ -24,15 +24,6 @@ static u64 parse_dec(const char *s)
 	while (*s >= '0' && *s <= '9')
 		v = v * 10 + (u64)(*s++ - '0');
 	return v;
-}
-
-static bool streq(const char *a, const char *b)
-{
-	while (*a && *a == *b) {
-		a++;
-		b++;
-	}
-	return *a == *b;
 }
 
 static void print_memory(void)
@@ -175,6 +166,7 @@ static NORETURN void reset(void)
 void kmain(void)
 {
 	char opt[32], mode[16] = "poweroff";
+	bool forever, quick;
 
 	uart_init();
 	gprintf("GUEST hello\n");
@@ -193,12 +185,20 @@ void kmain(void)
 			fail("unknown guest.exit=%s", opt);
 	}
 
-	check_initrd();
-	print_cpuid();
+	forever = cmdline_get("guest.run=", opt, sizeof(opt)) && streq(opt, "forever");
+	/* guest.checks=min: no initrd CRC, CPUID line, APs or PCI list (ACPI is still read) */
+	quick = cmdline_get("guest.checks=", opt, sizeof(opt)) && streq(opt, "min");
+	if (!quick) {
+		check_initrd();
+		print_cpuid();
+	}
 	acpi_scan();
-	smp_boot(!(cmdline_get("guest.aps=", opt, sizeof(opt)) && streq(opt, "0")));
-	pci_scan();
+	if (!quick) {
+		smp_boot(!(cmdline_get("guest.aps=", opt, sizeof(opt)) && streq(opt, "0")));
+		pci_scan();
+	}
 	virtio_run();
+	balloon_run();
 	if (cmdline_get("guest.echo=", opt, sizeof(opt)))
 		echo(parse_dec(opt));
 
@@ -206,6 +206,8 @@ void kmain(void)
 		gprintf("GUEST result fail failures=%d\n", failures);
 	else
 		gprintf("GUEST result pass\n");
+	if (forever)
+		counter_run();
 	gprintf("GUEST exit %s\n", mode);
 
 	if (streq(mode, "reset"))

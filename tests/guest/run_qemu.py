@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -496,6 +497,516 @@ def virtio_case(case, args, tmp):
         sys.exit(f"unknown case {case}")
 
 
+# ---------------------------------------------------------------- interactive runs
+#
+# virtio-net, virtio-balloon and the counter mode: QEMU runs while the test
+# talks to the guest (netpeer.py in the same network namespace, QMP) and
+# reads its lines as they come. The net cases run in a private network
+# namespace: run_qemu.py re-executes itself under `unshare --net` (root
+# needed, else skip), so every tap, address and packet vanishes with it.
+
+NETPEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netpeer.py")
+NETNS_ENV = "GUEST_TEST_PRIVATE_NETNS"
+NET_CASES = ("net-basic", "net-bulk", "net-mrg", "net-two", "net-loss", "forever")
+
+
+def enter_netns():
+    """Re-execute under unshare --net unless already there; exit 77 when that cannot work."""
+    if os.environ.get(NETNS_ENV) == "1":
+        return
+    why = None
+    if os.geteuid() != 0:
+        why = "not root"
+    elif not os.path.exists("/dev/net/tun"):
+        why = "no /dev/net/tun"
+    elif not shutil.which("unshare") or not shutil.which("ip"):
+        why = "no unshare or ip"
+    if why:
+        print(f"{why}: skipping (a private network namespace with taps is needed)", flush=True)
+        sys.exit(77)
+    os.environ[NETNS_ENV] = "1"
+    sys.stdout.flush()
+    os.execvp("unshare", ["unshare", "--net", "--", sys.executable, os.path.abspath(__file__),
+                          *sys.argv[1:]])
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True)
+
+
+def die_with_parent():
+    """preexec_fn: SIGKILL when the test dies (a killed test must not leave a guest running)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def make_taps(n):
+    """Taps gt0..gt<n-1> with host address 10.77.<i>.1/24, up (the guest gets 10.77.<i>.2)."""
+    sh("ip", "link", "set", "lo", "up")
+    for i in range(n):
+        sh("ip", "tuntap", "add", "dev", f"gt{i}", "mode", "tap")
+        sh("ip", "addr", "add", f"10.77.{i}.1/24", "dev", f"gt{i}")
+        sh("ip", "link", "set", f"gt{i}", "up")
+
+
+def nic(i, addr=None):
+    """QEMU arguments for a virtio-net-pci on tap gt<i>, MAC 52:54:00:77:00:<i+1>."""
+    dev = (f"virtio-net-pci,netdev=n{i},disable-legacy=on,mac={nic_mac(i)}" +
+           (f",addr=0x{addr:x}" if addr is not None else ""))
+    return ["-netdev", f"tap,id=n{i},ifname=gt{i},script=no,downscript=no,vhost=off",
+            "-device", dev]
+
+
+def nic_mac(i):
+    return f"52:54:00:77:00:{i + 1:02x}"
+
+
+class Vm:
+    """QEMU running in the background; GUEST lines collected as they come."""
+
+    def __init__(self, append, extra=(), kernel=None, qmp=None, smp=2, timeout=TIMEOUT):
+        cmd = [QEMU, "-M", "q35", "-accel", "tcg", "-m", str(MEM_MIB), "-smp", str(smp),
+               "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+               "-no-reboot", "-kernel", kernel, "-append", append, *extra]
+        if qmp:
+            cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+        print("+", " ".join(cmd), flush=True)
+        self.qmp_path = qmp
+        self.qmp_sock = None
+        self.qmp_buf = b""
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.err, preexec_fn=die_with_parent)
+        self.lines = []
+        self.times = []
+        self.pos = 0
+        self.eof = False
+        self.cond = threading.Condition()
+        self.end = time.monotonic() + timeout
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        rest = b""
+        fd = self.proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            *done, rest = (rest + data).split(b"\n")
+            with self.cond:
+                for raw in done:
+                    line = raw.decode(errors="replace")
+                    i = line.find("GUEST ")
+                    if i >= 0:
+                        self.lines.append(line[i:])
+                        self.times.append(time.monotonic())
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def wait(self, regex, timeout=30.0):
+        """The next line (from the last match on) that matches regex entirely."""
+        rx = re.compile(regex)
+        end = min(self.end, time.monotonic() + timeout)
+        with self.cond:
+            while True:
+                for i in range(self.pos, len(self.lines)):
+                    m = rx.fullmatch(self.lines[i])
+                    if m:
+                        self.pos = i + 1
+                        return m
+                if self.eof:
+                    raise Failure(f"QEMU ended before a line matching {regex!r}")
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise Failure(f"no line matching {regex!r} in time")
+                self.cond.wait(left)
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.lines), list(self.times)
+
+    def qmp(self, command, **args):
+        import json
+        if self.qmp_sock is None:
+            import socket
+            self.qmp_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.qmp_sock.settimeout(30)
+            self.qmp_sock.connect(self.qmp_path)
+            self._qmp_msg()  # greeting
+            self.qmp("qmp_capabilities")
+        msg = {"execute": command}
+        if args:
+            msg["arguments"] = args
+        self.qmp_sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self._qmp_msg()
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise Failure(f"QMP {command}: {r['error']}")
+
+    def _qmp_msg(self):
+        import json
+        while b"\n" not in self.qmp_buf:
+            data = self.qmp_sock.recv(65536)
+            if not data:
+                raise Failure("QMP connection closed")
+            self.qmp_buf += data
+        line, self.qmp_buf = self.qmp_buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for l in f:
+                if l.startswith("VmRSS:"):
+                    return int(l.split()[1]) / 1024
+        raise Failure("no VmRSS")
+
+    def finish(self):
+        """Wait for QEMU to exit by itself (within the run's limit): (status, lines)."""
+        try:
+            st = self.proc.wait(max(self.end - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            raise Failure("QEMU did not exit in time")
+        self.reader.join(10)
+        return st, self.snapshot()[0]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.qmp_sock:
+            self.qmp_sock.close()
+        self.reader.join(10)
+        self.proc.stdout.close()
+        self.err.seek(0)
+        msg = self.err.read().decode(errors="replace").strip()
+        self.err.close()
+        if msg:
+            print("qemu stderr:", msg, flush=True)
+
+
+class Peer:
+    """netpeer.py running in the background."""
+
+    def __init__(self, *args, timeout=TIMEOUT):
+        cmd = [sys.executable, NETPEER, "--timeout", str(timeout), *map(str, args)]
+        print("+", " ".join(cmd), flush=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=die_with_parent)
+        self.timeout = timeout
+        self.head = ""
+
+    def ready(self):
+        """Wait for the receiver's 'listening' line (its port is bound)."""
+        fd = self.proc.stdout.fileno()  # raw reads: communicate() reads the fd later
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        end = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < end:
+                if not sel.select(end - time.monotonic()):
+                    continue
+                data = os.read(fd, 65536).decode()
+                if not data:
+                    break
+                self.head += data
+                print(data, end="", flush=True)
+                if any(l.startswith("NETPEER ") and " listening " in l
+                       for l in self.head.splitlines()):
+                    return self
+        finally:
+            sel.close()
+        raise Failure("netpeer never listened")
+
+    def result(self):
+        """{key: value} of its last NETPEER line; fails unless result=ok."""
+        try:
+            out, _ = self.proc.communicate(timeout=self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise Failure("netpeer did not finish")
+        print(out, end="", flush=True)
+        out = self.head + out
+        self.head = ""
+        lines = [l for l in out.splitlines() if l.startswith("NETPEER ")]
+        check(lines, "netpeer printed no result")
+        kv = dict(f.split("=", 1) for f in lines[-1].split()[2:])
+        check(kv.get("result") == "ok" and self.proc.returncode == 0,
+              f"netpeer: {lines[-1]}")
+        return kv
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def guest_stats(lines, i):
+    m = one(lines, rf"GUEST net stats nic={i} rx=(\d+) tx=(\d+) dropped=(\d+) bad_csum=(\d+) "
+                   r"arp_replies=(\d+) icmp_replies=(\d+)")
+    return dict(zip(("rx", "tx", "dropped", "bad_csum", "arp", "icmp"),
+                    (int(x) for x in m.groups())))
+
+
+def check_nic(lines, i, slot=None, mac=None, mrg=1, csum=0, rxbuf=1536):
+    m = one(lines, rf"GUEST net {i} slot=(\d+) mac=([0-9a-f:]{{17}}) status=([01]) mrg=([01])")
+    check(slot is None or int(m.group(1)) == slot, f"nic {i}: slot {m.group(1)}, expected {slot}")
+    check(mac is None or m.group(2) == mac, f"nic {i}: mac {m.group(2)}, expected {mac}")
+    check(m.group(3) == "1", f"nic {i}: link down")
+    check(int(m.group(4)) == mrg, f"nic {i}: mrg={m.group(4)}, expected {mrg}")
+    one(lines, rf"GUEST net {i} config csum={csum} guest_csum={csum} rxbuf={rxbuf} "
+               r"rx_queue=256 tx_queue=256")
+
+
+def with_vm_and_peers(fn):
+    """Run fn(vms, peers); the QEMU and netpeer runs it appends to are killed afterwards."""
+    vms, peers = [], []
+    try:
+        return fn(vms, peers)
+    finally:
+        for p in peers:
+            p.close()
+        for v in vms:
+            v.close()
+
+
+def net_case(case, args, tmp):
+    kernel = args.bzimage
+    g0, h0 = "10.77.0.2", "10.77.0.1"
+
+    def basic(vms, peers):
+        # both directions of ping and UDP on one NIC
+        make_taps(1)
+        app = (f"guest.net.ip=0:{g0} guest.net.ping=0:{h0}:4 guest.net.udp=0:{h0}:7001:50 "
+               "guest.net.recv=0:7000:30")
+        peers.append(Peer("udp-recv", 7001, 50).ready())   # bound before the guest sends
+        vm = Vm(app, nic(0), kernel=kernel)
+        vms.append(vm)
+        vm.wait(rf"GUEST net 0 ip={g0}")
+        ping = Peer("ping", g0, 5)
+        peers.append(ping)
+        check(ping.result()["received"] == "5", "host ping")
+        echo = Peer("udp-echo", g0, 7000, 30)
+        peers.append(echo)
+        check(echo.result()["echoed"] == "30", "udp echo")
+        check(peers[0].result()["good"] == "50", "guest datagrams")
+        st, lines = vm.finish()
+        check_ending(lines, st, "poweroff")
+        check_nic(lines, 0, mac=nic_mac(0))
+        expect(lines, f"GUEST net ping nic=0 peer={h0} sent=4 received=4")
+        expect(lines, f"GUEST net udp nic=0 peer={h0} port=7001 sent=50")
+        expect(lines, "GUEST net recv nic=0 port=7000 received=30")
+        s = guest_stats(lines, 0)
+        check(s["icmp"] >= 5 and s["bad_csum"] == 0, f"guest stats {s}")
+
+    def bulk(vms, peers, mib=64):
+        make_taps(1)
+        app = (f"guest.net.ip=0:{g0} guest.net.bulk_rx=0:7100:{mib} "
+               f"guest.net.bulk_tx=0:{h0}:7101:{mib}:99")
+        # netpeer checks the data against pattern.make(seed, 0, mib * 2048) and its CRC-32
+        recv = Peer("bulk-recv", 7101, mib, 99, timeout=2 * TIMEOUT).ready()
+        peers.append(recv)
+        vm = Vm(app, nic(0), kernel=kernel, timeout=2 * TIMEOUT)
+        vms.append(vm)
+        vm.wait(rf"GUEST net 0 ip={g0}")
+        t = time.monotonic()
+        send = Peer("bulk-send", g0, 7100, mib, 55, timeout=2 * TIMEOUT)
+        peers.append(send)
+        r = send.result()
+        want_rx = r["crc32"]
+        check(r["peer_crc32"] == want_rx and r["peer_lost"] == "0", f"bulk to the guest: {r}")
+        want_tx = recv.result()["expected_crc32"]
+        st, lines = vm.finish()
+        print(f"bulk {mib} MiB each way: {time.monotonic() - t:.1f} s")
+        check_ending(lines, st, "poweroff")
+        check_nic(lines, 0)
+        one(lines, rf"GUEST net bulk_rx nic=0 port=7100 bytes={mib << 20} crc32={want_rx} "
+                   r"lost=0 ooo=0 dup=0 tsc=\d+")
+        one(lines, rf"GUEST net bulk_tx nic=0 peer={h0} port=7101 bytes={mib << 20} "
+                   rf"crc32={want_tx} acked=1 peer_bytes={mib << 20} peer_crc32={want_tx} "
+                   r"peer_lost=0 tsc=\d+ stalls=\d+")
+
+    def mrg(vms, peers):
+        # 256-byte receive buffers: every full-size frame spans several (MRG_RXBUF);
+        # checksum offload both ways
+        make_taps(1)
+        app = (f"guest.net.ip=0:{g0} guest.net.rxbuf=256 guest.net.csum=1 "
+               f"guest.net.ping=0:{h0}:3 guest.net.recv=0:7000:40 guest.net.bulk_rx=0:7100:8 "
+               f"guest.net.bulk_tx=0:{h0}:7101:8:99")
+        recv = Peer("bulk-recv", 7101, 8, 99).ready()
+        peers.append(recv)
+        vm = Vm(app, nic(0), kernel=kernel)
+        vms.append(vm)
+        vm.wait(rf"GUEST net 0 ip={g0}")
+        ping = Peer("ping", g0, 4, "--size", 1400)
+        peers.append(ping)
+        check(ping.result()["received"] == "4", "host ping, 1400 bytes")
+        echo = Peer("udp-echo", g0, 7000, 40)   # up to 1472-byte datagrams
+        peers.append(echo)
+        echo.result()
+        send = Peer("bulk-send", g0, 7100, 8, 55)
+        peers.append(send)
+        want_rx = send.result()["crc32"]
+        want_tx = recv.result()["expected_crc32"]
+        st, lines = vm.finish()
+        check_ending(lines, st, "poweroff")
+        check_nic(lines, 0, rxbuf=256, csum=1)
+        expect(lines, f"GUEST net ping nic=0 peer={h0} sent=3 received=3")
+        expect(lines, "GUEST net recv nic=0 port=7000 received=40")
+        one(lines, rf"GUEST net bulk_rx nic=0 port=7100 bytes=8388608 crc32={want_rx} "
+                   r"lost=0 ooo=0 dup=0 tsc=\d+")
+        one(lines, rf"GUEST net bulk_tx nic=0 peer={h0} port=7101 bytes=8388608 crc32={want_tx} "
+                   rf"acked=1 peer_bytes=8388608 peer_crc32={want_tx} peer_lost=0 tsc=\d+ "
+                   r"stalls=\d+")
+        check(guest_stats(lines, 0)["bad_csum"] == 0, "bad checksums")
+
+    def two(vms, peers):
+        # two NICs out of slot order, interrupt mode, MRG_RXBUF refused
+        make_taps(2)
+        g1, h1 = "10.77.1.2", "10.77.1.1"
+        # nic 0 = lower slot = tap gt1
+        app = (f"guest.virtio.irq=1 guest.net.mrg=0 guest.net.ip=0:{g1} guest.net.ip=1:{g0} "
+               f"guest.net.ping=0:{h1}:3 guest.net.ping=1:{h0}:3 guest.net.recv=0:7000:20 "
+               f"guest.net.bulk_rx=1:7100:16")
+        vm = Vm(app, nic(0, addr=6) + nic(1, addr=4), kernel=kernel)
+        vms.append(vm)
+        vm.wait(rf"GUEST net 1 ip={g0}")
+        for g in (g0, g1):
+            p = Peer("ping", g, 3)
+            peers.append(p)
+            check(p.result()["received"] == "3", f"host ping {g}")
+        echo = Peer("udp-echo", g1, 7000, 20)
+        peers.append(echo)
+        echo.result()
+        send = Peer("bulk-send", g0, 7100, 16, 77)
+        peers.append(send)
+        want = send.result()["crc32"]
+        st, lines = vm.finish()
+        check_ending(lines, st, "poweroff")
+        check_nic(lines, 0, slot=4, mac=nic_mac(1), mrg=0)
+        check_nic(lines, 1, slot=6, mac=nic_mac(0), mrg=0)
+        check_devs(lines, 2, 1, 1, "irq")
+        expect(lines, f"GUEST net ping nic=0 peer={h1} sent=3 received=3")
+        expect(lines, f"GUEST net ping nic=1 peer={h0} sent=3 received=3")
+        expect(lines, "GUEST net recv nic=0 port=7000 received=20")
+        one(lines, rf"GUEST net bulk_rx nic=1 port=7100 bytes={16 << 20} crc32={want} lost=0 "
+                   r"ooo=0 dup=0 tsc=\d+")
+        counts = msix_counts(lines)
+        check(len(counts) == 2 and all(c > 0 for c in counts.values()), f"msix {counts}")
+        check(int(one(lines, r"GUEST virtio irq_waits=(\d+)").group(1)) > 0, "no irq waits")
+        for i in (0, 1):
+            check(guest_stats(lines, i)["icmp"] >= 3, f"nic {i} answered no pings")
+
+    def loss(vms, peers):
+        # the receiver under loss and reordering: every 1000th chunk never sent,
+        # every 333rd swapped with the next
+        make_taps(1)
+        vm = Vm(f"guest.net.ip=0:{g0} guest.net.bulk_rx=0:7100:8", nic(0), kernel=kernel)
+        vms.append(vm)
+        vm.wait(rf"GUEST net 0 ip={g0}")
+        send = Peer("bulk-send", g0, 7100, 8, 5, "--drop-every", 1000, "--swap-every", 333)
+        peers.append(send)
+        r = send.result()
+        st, lines = vm.finish()
+        check_ending(lines, st, "poweroff")
+        m = one(lines, r"GUEST net bulk_rx nic=0 port=7100 bytes=(\d+) crc32=([0-9a-f]{8}) "
+                       r"lost=(\d+) ooo=(\d+) dup=(\d+) tsc=\d+")
+        check(int(m.group(1)) == (8192 - 8) * 1024 and m.group(3) == "8",
+              f"bytes / lost: {m.group(0)}")
+        check(m.group(2) == r["crc32"], f"crc32 {m.group(2)}, sender {r['crc32']}")
+        check(int(m.group(4)) >= 20 and m.group(5) == "0", f"ooo / dup: {m.group(0)}")
+
+    def forever(vms, peers):
+        # counter mode: ticks, pings answered, ticks pause while QEMU is stopped
+        make_taps(1)
+        qmp = os.path.join(tmp, "qmp.sock")
+        vm = Vm(f"guest.run=forever guest.checks=min guest.net.ip=0:{g0}", nic(0),
+                kernel=kernel, qmp=qmp)
+        vms.append(vm)
+        vm.wait("GUEST result pass")
+        vm.wait("GUEST run forever")
+        vm.wait(r"GUEST tick 3")
+        p = Peer("ping", g0, 5)
+        peers.append(p)
+        check(p.result()["received"] == "5", "host ping in counter mode")
+        vm.qmp("stop")
+        t_stop = time.monotonic()
+        check(not vm.qmp("query-status")["running"], "QEMU still running after stop")
+        # watch for 2 s: lines written before the stop may still be read in the first
+        # half second, a running guest would print a tick every ~100 ms
+        deadline = t_stop + 2.0
+        while time.monotonic() < deadline:
+            with vm.cond:
+                vm.cond.wait(deadline - time.monotonic())
+        lines, times = vm.snapshot()
+        late = [l for l, t in zip(lines, times) if t > t_stop + 0.5 and l.startswith("GUEST tick")]
+        check(not late, f"ticks while stopped: {late}")
+        last = max(int(l.split()[2]) for l in lines if l.startswith("GUEST tick"))
+        vm.qmp("cont")
+        vm.wait(rf"GUEST tick {last + 1}", timeout=10)
+        vm.wait(rf"GUEST tick {last + 3}", timeout=10)
+        vm.qmp("quit")
+        st, lines = vm.finish()
+        check(st == 0, f"QEMU exit status {st}")
+        ticks = [int(l.split()[2]) for l in lines if l.startswith("GUEST tick")]
+        check(ticks == list(range(1, len(ticks) + 1)), f"ticks not consecutive: {ticks}")
+        check(not find(lines, "GUEST FAIL"), "guest failures")
+
+    fn = {"net-basic": basic, "net-bulk": bulk, "net-mrg": mrg, "net-two": two,
+          "net-loss": loss, "forever": forever}[case]
+    with_vm_and_peers(fn)
+
+
+def balloon_case(args, tmp):
+    """Counter mode with a balloon: QMP `balloon` moves the target, the guest follows, RSS drops."""
+    qmp = os.path.join(tmp, "qmp.sock")
+
+    def run(vms, peers):
+        vm = Vm("guest.run=forever guest.checks=min guest.balloon=1",
+                ["-device", "virtio-balloon-pci,disable-legacy=on"], kernel=args.bzimage, qmp=qmp)
+        vms.append(vm)
+        m = vm.wait(r"GUEST touch pages=(\d+) mib=(\d+)")
+        pool = int(m.group(1))
+        check(pool * 4096 >= 200 << 20, f"only {pool} pages touched")
+        vm.wait(rf"GUEST balloon slot=\d+ pool_pages={pool} config_irq=[01]")
+        vm.wait(r"GUEST balloon target_pages=0 actual_pages=0")
+        vm.wait("GUEST result pass")
+        vm.wait(r"GUEST tick 2")
+        rss0 = vm.rss_mib()
+        check(rss0 >= 220, f"QEMU RSS {rss0:.0f} MiB after the guest touched its RAM")
+        t = time.monotonic()
+        vm.qmp("balloon", value=128 << 20)
+        vm.wait(r"GUEST balloon target_pages=32768 actual_pages=32768")
+        print(f"inflate by 128 MiB: {time.monotonic() - t:.1f} s")
+        actual = vm.qmp("query-balloon")["actual"]
+        check(actual == 128 << 20, f"query-balloon actual={actual}")
+        rss1 = vm.rss_mib()
+        print(f"QEMU RSS {rss0:.0f} MiB -> {rss1:.0f} MiB")
+        check(rss0 - rss1 >= 100, f"RSS dropped only {rss0 - rss1:.0f} MiB")
+        m = vm.wait(r"GUEST tick (\d+)")
+        vm.qmp("balloon", value=MEM_MIB << 20)
+        vm.wait(r"GUEST balloon target_pages=0 actual_pages=0")
+        rss2 = vm.rss_mib()
+        print(f"deflated: QEMU RSS {rss2:.0f} MiB")
+        check(rss2 - rss1 >= 100, "the guest did not use its pages again after deflating")
+        check(vm.qmp("query-balloon")["actual"] == MEM_MIB << 20, "query-balloon after deflate")
+        vm.wait(rf"GUEST tick {int(m.group(1)) + 2}")
+        vm.qmp("quit")
+        st, lines = vm.finish()
+        check(st == 0, f"QEMU exit status {st}")
+        check(not find(lines, "GUEST FAIL"), "guest failures")
+
+    with_vm_and_peers(run)
+
+
 def pattern_selftest():
     check(pattern.mix64(0) == 0xe220a8397b1dcdaf, "mix64(0) is not splitmix64's first output")
     s = pattern.sector(1, 2)
@@ -542,12 +1053,30 @@ def main():
     if not shutil.which(QEMU):
         print(f"{QEMU} not installed: skipping", flush=True)
         sys.exit(77)
+    if args.case in NET_CASES:
+        enter_netns()
 
     append = "guest.exit=poweroff hello=world"
     with tempfile.TemporaryDirectory() as tmp:
         case = args.case
         if case.startswith("virtio-"):
             virtio_case(case, args, tmp)
+            print(f"{case}: pass")
+            return
+        if case in NET_CASES:
+            net_case(case, args, tmp)
+            print(f"{case}: pass")
+            return
+        if case == "balloon":
+            balloon_case(args, tmp)
+            print(f"{case}: pass")
+            return
+        if case == "touch":
+            # no virtio device at all: the ring-3 job still runs (PICs masked first)
+            st, lines = run_qemu("q35", args.elf, "guest.touch=1", smp=2)
+            check_ending(lines, st, "poweroff")
+            m = one(lines, r"GUEST touch pages=(\d+) mib=(\d+)")
+            check(int(m.group(1)) * 4096 >= 240 << 20, f"touched only {m.group(0)}")
             print(f"{case}: pass")
             return
         initrd, data = make_initrd(tmp)

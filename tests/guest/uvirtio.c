@@ -10,40 +10,13 @@
  * MSI-X vector: it fills usys and executes ud2; ring 0 waits (sti; hlt),
  * clears usys.op and resumes ring 3 after the ud2.
  */
-#include "virtio.h"
+#include "uvirtio.h"
 
 struct vdev vdevs[VIRTIO_MAX_DEVS];
 struct vjob vjob;
 struct usys usys;
 volatile u32 irq_count[256];
-
-#define barrier() __asm__ volatile("" ::: "memory")
-
-/* Full barrier (store -> load order) without SSE2's mfence. */
-static inline void mb(void)
-{
-	__asm__ volatile("lock orl $0, (%%rsp)" ::: "memory", "cc");
-}
-
-static inline u8 rd8(u64 a)
-{
-	return *(volatile u8 *)a;
-}
-
-static inline u16 rd16(u64 a)
-{
-	return *(volatile u16 *)a;
-}
-
-static inline void wr16(u64 a, u16 v)
-{
-	*(volatile u16 *)a = v;
-}
-
-static inline u64 min64(u64 a, u64 b)
-{
-	return a < b ? a : b;
-}
+volatile u32 irq_total;
 
 /* ---- the data pattern (tests/guest/pattern.py implements the same) ----
  *
@@ -54,7 +27,7 @@ static inline u64 min64(u64 a, u64 b)
 static u64 pat_key, pat_off[SECTOR / 8];
 static bool pat_zero;
 
-static u64 mix64(u64 z)
+u64 mix64(u64 z)
 {
 	z += 0x9e3779b97f4a7c15UL;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9UL;
@@ -62,7 +35,7 @@ static u64 mix64(u64 z)
 	return z ^ (z >> 31);
 }
 
-static void pat_init(u64 seed)
+void pat_init(u64 seed)
 {
 	u32 k;
 
@@ -72,7 +45,7 @@ static void pat_init(u64 seed)
 		pat_off[k] = pat_zero ? 0 : mix64(~pat_key ^ k);
 }
 
-static void pat_fill(u64 *p, u64 lba, u64 n)
+void pat_fill(u64 *p, u64 lba, u64 n)
 {
 	u64 s, a;
 	u32 k;
@@ -124,7 +97,7 @@ static inline u64 vq_avail_event(struct vq *q)
 }
 
 /* Zero the rings, chain all descriptors into the free list. */
-static void vq_init(struct vq *q)
+void vq_init(struct vq *q)
 {
 	u64 *p = (u64 *)q->desc, *end = (u64 *)(q->headslot + 2 * (u64)q->size);
 	struct vdesc *d = vq_desc(q);
@@ -149,7 +122,7 @@ static void vq_init(struct vq *q)
  * available as one request of slot s: through one INDIRECT descriptor when
  * negotiated, else as a chain from the free list. -1: not enough room.
  */
-static int vq_submit(struct vq *q, u16 s, struct vdesc *t, u16 n)
+int vq_submit(struct vq *q, u16 s, struct vdesc *t, u16 n)
 {
 	struct vdesc *desc = vq_desc(q), *d;
 	u16 head, idx, i;
@@ -196,7 +169,7 @@ static int vq_submit(struct vq *q, u16 s, struct vdesc *t, u16 n)
 }
 
 /* Notify the device of what was made available since the last kick, if it wants to know. */
-static void vq_kick(struct vq *q)
+void vq_kick(struct vq *q)
 {
 	u16 new = q->avail_idx, old = q->kicked_idx, ev;
 
@@ -215,7 +188,7 @@ static void vq_kick(struct vq *q)
 }
 
 /* Take one used element: 1 (slot, len set), 0 none, -1 bad id (vjob.err set). */
-static int vq_get(struct vq *q, u16 *slot, u32 *len)
+int vq_get(struct vq *q, u16 *slot, u32 *len)
 {
 	struct vdesc *desc = vq_desc(q);
 	u16 uidx = rd16(q->used + 2), i, n;
@@ -252,7 +225,7 @@ static int vq_get(struct vq *q, u16 *slot, u32 *len)
 }
 
 /* Ask ring 0 to wait (sti; hlt) until irq_count[vector] != seen or the deadline. */
-static void usys_wait(u32 vector, u32 seen, u64 deadline)
+void usys_wait(u32 vector, u32 seen, u64 deadline)
 {
 	usys.vector = vector;
 	usys.seen = seen;
@@ -262,10 +235,38 @@ static void usys_wait(u32 vector, u32 seen, u64 deadline)
 	__asm__ volatile("ud2" ::: "memory");
 }
 
-/* Wait until the used ring has something: spin (polling) or via ring 0 (interrupts). */
-static int vq_wait(struct vdev *d)
+/* The same until irq_total != seen (an interrupt on any device vector). */
+void usys_wait_any(u32 seen, u64 deadline)
 {
-	struct vq *q = &d->vq;
+	usys.vector = 0;
+	usys.seen = seen;
+	usys.deadline = deadline;
+	barrier();
+	usys.op = USYS_WAIT_ANY;
+	__asm__ volatile("ud2" ::: "memory");
+}
+
+void vq_arm(struct vq *q)
+{
+	if (q->event_idx)
+		wr16(vq_used_event(q), q->last_used); /* interrupt on the next entry */
+	else
+		wr16(q->avail, 0);
+}
+
+void vq_disarm(struct vq *q)
+{
+	if (q->irq_mode)
+		return;
+	if (q->event_idx)
+		wr16(vq_used_event(q), (u16)(q->last_used - 1));
+	else
+		wr16(q->avail, VRING_AVAIL_F_NO_INTERRUPT);
+}
+
+/* Wait until the used ring has something: spin (polling) or via ring 0 (interrupts). */
+int vq_wait(struct vdev *d, struct vq *q)
+{
 	u64 start = rdtsc(), timeout = vjob.tsc_timeout;
 	u32 seen;
 
@@ -364,7 +365,7 @@ static int blk_one(struct vdev *d, u32 type, u64 lba, u64 data, u32 len, bool in
 	}
 	vq_kick(q);
 	for (;;) {
-		if (vq_wait(d) < 0)
+		if (vq_wait(d, q) < 0)
 			return -1;
 		r = vq_get(q, &s, &ulen);
 		if (r < 0)
@@ -446,7 +447,7 @@ static int blk_stream(struct vdev *d, u32 mode, u64 lba, u64 count, u64 span)
 			inflight++;
 		}
 		vq_kick(q);
-		if (vq_wait(d) < 0)
+		if (vq_wait(d, q) < 0)
 			return -1;
 		while ((r = vq_get(q, &s, &ulen)) > 0) {
 			u8 st = blk_status(d, s);
@@ -597,7 +598,7 @@ static int rng_read(struct vdev *d, u64 buf, u64 n)
 		}
 		vq_kick(q);
 		for (;;) {
-			if (vq_wait(d) < 0)
+			if (vq_wait(d, q) < 0)
 				return -1;
 			r = vq_get(q, &s, &len);
 			if (r < 0)
@@ -646,10 +647,27 @@ void uvirtio_main(void)
 		for (i = 0; i < j->ndevs; i++) {
 			if (vdevs[i].vq.size)
 				vq_init(&vdevs[i].vq);
+			if (vdevs[i].vq1.size)
+				vq_init(&vdevs[i].vq1);
 		}
 		break;
 	case VJ_RNG:
 		job_rng(&vdevs[j->dev]);
+		break;
+	case VJ_NET_START:
+	case VJ_NET_PING:
+	case VJ_NET_UDP:
+	case VJ_NET_RECV:
+	case VJ_NET_BULK_TX:
+	case VJ_NET_BULK_RX:
+		net_job();
+		break;
+	case VJ_TOUCH:
+	case VJ_BALLOON:
+		balloon_job();
+		break;
+	case VJ_SERVICE:
+		service_job();
 		break;
 	default:
 		job_blk(&vdevs[j->dev]);

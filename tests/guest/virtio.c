@@ -29,7 +29,6 @@
 #define APIC_LVT_TIMER	0x320
 #define APIC_TIMER_INIT 0x380
 #define APIC_TIMER_DIV	0x3e0
-#define VEC_QUEUE_BASE	0x40 /* + device index */
 #define VEC_TIMER	0xf0
 #define VEC_SPURIOUS	0xff
 #define TIMER_PERIOD	10000000 /* APIC timer counts (~10 ms at the usual 1 GHz) */
@@ -39,19 +38,21 @@
 #define REQ_TIMEOUT_US	 30000000UL
 #define RESET_TIMEOUT_US 1000000UL
 
-static u32 ndevs;
-static bool irq_mode, feat_min;
-static u64 arena;
-static u32 arena_bufs;
+u32 ndevs;
+bool irq_mode;
+static bool feat_min;
+u64 arena, arena_size;
+static u32 arena_bufs, job_bufs; /* job_bufs: arena_bufs minus the NICs' buffers */
 static bool x2apic;
 static u64 apic_base;
 static u32 apic_id;
 static u64 bar_cursor;
 static u32 irq_waits; /* ring-3 wait requests served */
+static bool apic_ready;
 
 /* ---- small helpers ---- */
 
-static bool streq(const char *a, const char *b)
+bool streq(const char *a, const char *b)
 {
 	while (*a && *a == *b) {
 		a++;
@@ -60,7 +61,7 @@ static bool streq(const char *a, const char *b)
 	return *a == *b;
 }
 
-static bool has_prefix(const char *s, const char *p)
+bool has_prefix(const char *s, const char *p)
 {
 	while (*p) {
 		if (*s++ != *p++)
@@ -70,7 +71,7 @@ static bool has_prefix(const char *s, const char *p)
 }
 
 /* Decimal or 0x-hex number; advances *s; false if there is none. */
-static bool parse_num(const char **s, u64 *v)
+bool parse_num(const char **s, u64 *v)
 {
 	const char *p = *s;
 	u64 x = 0;
@@ -95,7 +96,7 @@ static bool parse_num(const char **s, u64 *v)
 }
 
 /* "a:b:c..." into v[0..n); the last field may be "zero" (SEED_ZERO) if allow_zero. */
-static bool parse_fields(const char *s, u64 *v, u32 n, bool allow_zero)
+bool parse_fields(const char *s, u64 *v, u32 n, bool allow_zero)
 {
 	u32 i;
 
@@ -143,6 +144,8 @@ static const char *err_name(u32 e)
 		return "request does not fit the queue";
 	case VE_RNG_EMPTY:
 		return "entropy device returned no bytes";
+	case VE_NET_RXBUF:
+		return "bad receive buffer (length or num_buffers)";
 	default:
 		return "unknown error";
 	}
@@ -150,7 +153,18 @@ static const char *err_name(u32 e)
 
 static const char *type_name(u8 t)
 {
-	return t == VT_BLK ? "blk" : t == VT_RNG ? "rng" : "other";
+	switch (t) {
+	case VT_BLK:
+		return "blk";
+	case VT_RNG:
+		return "rng";
+	case VT_NET:
+		return "net";
+	case VT_BALLOON:
+		return "balloon";
+	default:
+		return "other";
+	}
 }
 
 /* ---- local APIC, legacy PIC ---- */
@@ -168,11 +182,14 @@ static void apic_write(u32 reg, u32 v)
 		mmio_write32(apic_base + reg, v);
 }
 
-static void apic_setup(void)
+void apic_setup(void)
 {
 	u64 msr = rdmsr(MSR_APIC_BASE);
 	u32 a, b, c, d;
 
+	if (apic_ready)
+		return;
+	apic_ready = true;
 	if (!(msr & APIC_BASE_EN)) {
 		msr |= APIC_BASE_EN;
 		wrmsr(MSR_APIC_BASE, msr);
@@ -191,31 +208,57 @@ static void apic_setup(void)
 void irq_handler(u64 vec)
 {
 	irq_count[vec & 0xff]++;
+	if (vec >= VEC_QUEUE_BASE && vec < VEC_CONFIG_BASE + VIRTIO_MAX_DEVS)
+		irq_total++;
 	if (vec != VEC_SPURIOUS)
 		apic_write(APIC_EOI, 0);
+}
+
+/* The periodic APIC timer bounds each hlt, so a TSC deadline is seen. */
+static void timer_on(void)
+{
+	apic_write(APIC_TIMER_DIV, 0xb); /* divide by 1 */
+	apic_write(APIC_LVT_TIMER, 1u << 17 | VEC_TIMER);
+	apic_write(APIC_TIMER_INIT, TIMER_PERIOD);
+}
+
+static void timer_off(void)
+{
+	apic_write(APIC_LVT_TIMER, 1u << 16 | VEC_TIMER);
+	apic_write(APIC_TIMER_INIT, 0);
+}
+
+void wait_until(u64 tsc)
+{
+	apic_setup();
+	timer_on();
+	while ((long)(rdtsc() - tsc) < 0)
+		__asm__ volatile("sti; hlt; cli" ::: "memory");
+	timer_off();
 }
 
 /* A ring-3 ud2 with usys.op set: wait for an interrupt, then resume ring 3. */
 bool virtio_user_trap(struct trap_frame *f)
 {
-	u32 v, seen;
+	u32 op = usys.op, v, seen;
 	u64 deadline;
 
-	if (usys.op != USYS_WAIT)
+	if (op != USYS_WAIT && op != USYS_WAIT_ANY)
 		return false;
 	usys.op = 0;
 	irq_waits++;
 	v = usys.vector & 0xff;
 	seen = usys.seen;
 	deadline = usys.deadline;
-	/* the periodic APIC timer bounds each hlt, so the TSC deadline is seen */
-	apic_write(APIC_TIMER_DIV, 0xb); /* divide by 1 */
-	apic_write(APIC_LVT_TIMER, 1u << 17 | VEC_TIMER);
-	apic_write(APIC_TIMER_INIT, TIMER_PERIOD);
-	while (irq_count[v] == seen && (long)(rdtsc() - deadline) < 0)
-		__asm__ volatile("sti; hlt; cli" ::: "memory");
-	apic_write(APIC_LVT_TIMER, 1u << 16 | VEC_TIMER);
-	apic_write(APIC_TIMER_INIT, 0);
+	timer_on();
+	if (op == USYS_WAIT) {
+		while (irq_count[v] == seen && (long)(rdtsc() - deadline) < 0)
+			__asm__ volatile("sti; hlt; cli" ::: "memory");
+	} else {
+		while (irq_total == seen && (long)(rdtsc() - deadline) < 0)
+			__asm__ volatile("sti; hlt; cli" ::: "memory");
+	}
+	timer_off();
 	f->rip += 2;
 	return true;
 }
@@ -346,6 +389,9 @@ static void bars_clear(struct vdev *d)
 static void find_devices(void)
 {
 	u32 dev, fn, nfn, id;
+	char opt[8];
+	/* a balloon is only driven when asked for (vmm-run adds one by default) */
+	bool balloon = cmdline_get("guest.balloon=", opt, sizeof(opt)) && streq(opt, "1");
 
 	for (dev = 0; dev < 32; dev++) {
 		id = pci_read32(dev, 0, 0);
@@ -369,11 +415,36 @@ static void find_devices(void)
 			d->slot = (u8)dev;
 			d->fn = (u8)fn;
 			d->device_id = (u16)(did - VIRTIO_DEV_MODERN);
-			d->type = d->device_id == VIRTIO_ID_BLOCK     ? VT_BLK
-				  : d->device_id == VIRTIO_ID_ENTROPY ? VT_RNG
-								      : VT_OTHER;
+			switch (d->device_id) {
+			case VIRTIO_ID_BLOCK:
+				d->type = VT_BLK;
+				break;
+			case VIRTIO_ID_ENTROPY:
+				d->type = VT_RNG;
+				break;
+			case VIRTIO_ID_NET:
+				d->type = VT_NET;
+				break;
+			case VIRTIO_ID_BALLOON:
+				d->type = balloon ? VT_BALLOON : VT_OTHER;
+				break;
+			default:
+				d->type = VT_OTHER;
+				break;
+			}
 		}
 	}
+}
+
+/* MSI-X table entry n: fixed delivery to the BSP, edge, vector vec, unmasked. */
+static void msix_entry(struct vdev *d, u32 n, u32 vec)
+{
+	u64 e = d->msix_table + 16UL * n;
+
+	mmio_write32(e + 0, 0xfee00000u | (apic_id & 0xff) << 12);
+	mmio_write32(e + 4, 0);
+	mmio_write32(e + 8, vec);
+	mmio_write32(e + 12, 0); /* unmasked */
 }
 
 /* Walk the capability list: virtio structures (first of each type) and MSI-X. */
@@ -383,6 +454,8 @@ static bool pci_caps(struct vdev *d)
 	u64 base;
 	u16 ctrl;
 
+	d->cfg_msix = VIRTIO_MSI_NO_VECTOR;
+	d->cfg_vector = 0;
 	if (!(pci_read16(d->slot, d->fn, PCI_STATUS) & PCI_STATUS_CAPS)) {
 		fail("virtio dev=%u: no capability list", d->slot);
 		return false;
@@ -402,7 +475,7 @@ static bool pci_caps(struct vdev *d)
 	}
 	if (!cfg[VIRTIO_PCI_CAP_COMMON_CFG] || !cfg[VIRTIO_PCI_CAP_NOTIFY_CFG] ||
 	    !cfg[VIRTIO_PCI_CAP_ISR_CFG] ||
-	    (d->type == VT_BLK && !cfg[VIRTIO_PCI_CAP_DEVICE_CFG])) {
+	    (d->type != VT_RNG && !cfg[VIRTIO_PCI_CAP_DEVICE_CFG])) {
 		fail("virtio dev=%u: missing virtio capability (common %u notify %u isr %u device "
 		     "%u)",
 		     d->slot, cfg[1], cfg[2], cfg[3], cfg[4]);
@@ -453,18 +526,23 @@ static bool pci_caps(struct vdev *d)
 	if (msix) {
 		u32 vec = VEC_QUEUE_BASE + (u32)(d - vdevs);
 
-		/* entry 0 for queue 0; the others stay masked as reset left them */
+		/*
+		 * entry 0 for queues 0 and 1, entry 1 for the balloon's
+		 * configuration changes; the others stay masked as reset left them
+		 */
 		pci_write16(d->slot, d->fn, msix + 2, ctrl | MSIX_CTRL_ENABLE | MSIX_CTRL_MASKALL);
-		mmio_write32(d->msix_table + 0, 0xfee00000u | (apic_id & 0xff) << 12);
-		mmio_write32(d->msix_table + 4, 0);
-		mmio_write32(d->msix_table + 8, vec);
-		mmio_write32(d->msix_table + 12, 0); /* unmasked */
+		msix_entry(d, 0, vec);
+		d->vq.msix_entry = d->vq1.msix_entry = 0;
+		d->vq.vector = d->vq1.vector = (u8)vec;
+		if (d->type == VT_BALLOON && d->msix_size >= 2) {
+			msix_entry(d, 1, VEC_CONFIG_BASE + (u32)(d - vdevs));
+			d->cfg_msix = 1;
+			d->cfg_vector = (u8)(VEC_CONFIG_BASE + (u32)(d - vdevs));
+		}
 		pci_write16(d->slot, d->fn, msix + 2,
 			    (ctrl | MSIX_CTRL_ENABLE) & ~MSIX_CTRL_MASKALL);
-		d->vq.msix_entry = 0;
-		d->vq.vector = (u8)vec;
 	} else {
-		d->vq.msix_entry = VIRTIO_MSI_NO_VECTOR;
+		d->vq.msix_entry = d->vq1.msix_entry = VIRTIO_MSI_NO_VECTOR;
 	}
 	return true;
 }
@@ -492,12 +570,21 @@ static u64 wanted_features(struct vdev *d)
 		     1UL << VIRTIO_BLK_F_BLK_SIZE | 1UL << VIRTIO_BLK_F_FLUSH |
 		     1UL << VIRTIO_BLK_F_TOPOLOGY | 1UL << VIRTIO_BLK_F_DISCARD |
 		     1UL << VIRTIO_BLK_F_WRITE_ZEROES;
+	if (d->type == VT_NET)
+		f |= net_wanted_features();
+	if (d->type == VT_BALLOON)
+		f |= 1UL << VIRTIO_BALLOON_F_MUST_TELL_HOST; /* pages go back only when told */
 	return f;
 }
 
 static bool has(struct vdev *d, u32 bit)
 {
 	return (d->features >> bit) & 1;
+}
+
+bool dev_has(struct vdev *d, u32 bit)
+{
+	return has(d, bit);
 }
 
 static void blk_config(struct vdev *d)
@@ -546,11 +633,39 @@ static void blk_config(struct vdev *d)
 	}
 }
 
-/* Reset .. FEATURES_OK, queue 0 size; the queue itself comes after ring 3 zeroed it. */
+/* Queue n's size and place in the device's area (the rings at the given offsets). */
+static bool queue_size(struct vdev *d, struct vq *q, u16 n, u32 desc, u32 avail, u32 used,
+		       u32 headslot, u32 slots)
+{
+	u16 qmax;
+
+	mmio_write16(d->common + VCC_Q_SELECT, n);
+	qmax = mmio_read16(d->common + VCC_Q_SIZE);
+	if (!qmax) {
+		fail("virtio dev=%u: queue %u unavailable", d->slot, n);
+		st_set(d, VIRTIO_S_FAILED);
+		return false;
+	}
+	q->size = VQ_MAX_SIZE;
+	while (q->size > qmax)
+		q->size >>= 1;
+	mmio_write16(d->common + VCC_Q_SIZE, q->size);
+	q->index = n;
+	q->event_idx = has(d, VIRTIO_F_EVENT_IDX);
+	q->indirect = has(d, VIRTIO_F_INDIRECT_DESC);
+	q->irq_mode = irq_mode && q->vector;
+	q->desc = d->area + desc;
+	q->avail = d->area + avail;
+	q->used = d->area + used;
+	q->headslot = d->area + headslot;
+	q->slots = d->area + slots;
+	return true;
+}
+
+/* Reset .. FEATURES_OK, queue sizes; the queues themselves come after ring 3 zeroed them. */
 static bool dev_init(struct vdev *d)
 {
 	u64 start, timeout = tsc_ticks_us(RESET_TIMEOUT_US);
-	u16 qmax;
 
 	mmio_write8(d->common + VCC_STATUS, 0);
 	start = rdtsc();
@@ -585,43 +700,32 @@ static bool dev_init(struct vdev *d)
 		return false;
 	}
 
-	mmio_write16(d->common + VCC_Q_SELECT, 0);
-	qmax = mmio_read16(d->common + VCC_Q_SIZE);
-	if (!qmax) {
-		fail("virtio dev=%u: queue 0 unavailable", d->slot);
-		st_set(d, VIRTIO_S_FAILED);
-		return false;
-	}
-	d->vq.size = VQ_MAX_SIZE;
-	while (d->vq.size > qmax)
-		d->vq.size >>= 1;
-	mmio_write16(d->common + VCC_Q_SIZE, d->vq.size);
-	d->vq.index = 0;
-	d->vq.event_idx = has(d, VIRTIO_F_EVENT_IDX);
-	d->vq.indirect = has(d, VIRTIO_F_INDIRECT_DESC);
-	d->vq.irq_mode = irq_mode && d->vq.vector;
 	d->area = arena + (u64)(d - vdevs) * DEV_AREA;
-	d->vq.desc = d->area + DA_DESC;
-	d->vq.avail = d->area + DA_AVAIL;
-	d->vq.used = d->area + DA_USED;
-	d->vq.headslot = d->area + DA_HEADSLOT;
-	d->vq.slots = d->area + DA_SLOTS;
+	if (!queue_size(d, &d->vq, 0, DA_DESC, DA_AVAIL, DA_USED, DA_HEADSLOT, DA_SLOTS))
+		return false;
+	d->vq1.size = 0;
+	if ((d->type == VT_NET || d->type == VT_BALLOON) &&
+	    !queue_size(d, &d->vq1, 1, DA_Q1_DESC, DA_Q1_AVAIL, DA_Q1_USED, DA_Q1_HEADSLOT,
+			DA_Q1_SLOTS))
+		return false;
 	if (d->type == VT_BLK)
 		blk_config(d);
+	if (d->type == VT_NET)
+		net_config(d);
 	return true;
 }
 
-static bool queue_start(struct vdev *d)
+static void queue_enable(struct vdev *d, struct vq *q)
 {
-	struct vq *q = &d->vq;
 	u64 c = d->common;
 	u16 noff;
 
-	mmio_write16(c + VCC_Q_SELECT, 0);
+	mmio_write16(c + VCC_Q_SELECT, q->index);
 	if (q->msix_entry != VIRTIO_MSI_NO_VECTOR) {
 		mmio_write16(c + VCC_Q_MSIX, q->msix_entry);
 		if (mmio_read16(c + VCC_Q_MSIX) != q->msix_entry) {
-			fail("virtio dev=%u: queue 0 MSI-X vector not accepted", d->slot);
+			fail("virtio dev=%u: queue %u MSI-X vector not accepted", d->slot,
+			     q->index);
 			q->msix_entry = VIRTIO_MSI_NO_VECTOR;
 			q->vector = 0;
 			q->irq_mode = 0;
@@ -636,6 +740,23 @@ static bool queue_start(struct vdev *d)
 	noff = mmio_read16(c + VCC_Q_NOFF);
 	q->notify = d->notify_base + (u64)noff * d->notify_mult;
 	mmio_write16(c + VCC_Q_ENABLE, 1);
+}
+
+static bool queue_start(struct vdev *d)
+{
+	u64 c = d->common;
+
+	if (d->cfg_msix != VIRTIO_MSI_NO_VECTOR) {
+		mmio_write16(c + VCC_MSIX, d->cfg_msix);
+		if (mmio_read16(c + VCC_MSIX) != d->cfg_msix) {
+			fail("virtio dev=%u: configuration MSI-X vector not accepted", d->slot);
+			d->cfg_msix = VIRTIO_MSI_NO_VECTOR;
+			d->cfg_vector = 0;
+		}
+	}
+	queue_enable(d, &d->vq);
+	if (d->vq1.size)
+		queue_enable(d, &d->vq1);
 	st_set(d, VIRTIO_S_DRIVER_OK);
 	if (st_read(d) & (VIRTIO_S_NEEDS_RESET | VIRTIO_S_FAILED)) {
 		fail("virtio dev=%u: status 0x%x after DRIVER_OK", d->slot, st_read(d));
@@ -671,7 +792,8 @@ static bool arena_place(void)
 			if (k == 2 || a + size > ARENA_END || !e820_usable(a, size))
 				continue;
 			arena = a;
-			arena_bufs = bufs;
+			arena_size = size;
+			arena_bufs = job_bufs = bufs;
 			return user_map(a, size);
 		}
 	}
@@ -692,18 +814,27 @@ static void drain_irqs(void)
 	__asm__ volatile("cli" ::: "memory");
 }
 
-static bool run_job(u32 op, struct vdev *d, u64 a0, u64 a1, u64 a2)
+bool run_job(u32 op, struct vdev *d, u64 a0, u64 a1, u64 a2)
+{
+	u64 a[5] = {a0, a1, a2, 0, 0};
+
+	return run_job5(op, d, a);
+}
+
+bool run_job5(u32 op, struct vdev *d, const u64 *a)
 {
 	u64 vec;
+	u32 i;
 
+	apic_setup(); /* the 8259s masked before drain_irqs() (no virtio devices: not done yet) */
 	vjob.op = op;
 	vjob.dev = d ? (u32)(d - vdevs) : 0;
-	vjob.arg[0] = a0;
-	vjob.arg[1] = a1;
-	vjob.arg[2] = a2;
+	for (i = 0; i < ARRAY_SIZE(vjob.arg); i++)
+		vjob.arg[i] = a[i];
 	vjob.tsc_timeout = tsc_ticks_us(REQ_TIMEOUT_US);
+	vjob.tsc_ms = tsc_ticks_us(1000);
 	vjob.data = arena + ARENA_RINGS;
-	vjob.nbufs = arena_bufs;
+	vjob.nbufs = job_bufs;
 	vjob.ndevs = ndevs;
 	vjob.done = 0;
 	usys.op = 0;
@@ -915,8 +1046,8 @@ static void op_rng(const char *v)
 		fail("bad guest.rng=%s", v);
 		return;
 	}
-	if (n > (u64)arena_bufs * DATA_BUF_SIZE / 2) {
-		fail("guest.rng=%lu: at most %lu bytes", n, (u64)arena_bufs * DATA_BUF_SIZE / 2);
+	if (n > (u64)job_bufs * DATA_BUF_SIZE / 2) {
+		fail("guest.rng=%lu: at most %lu bytes", n, (u64)job_bufs * DATA_BUF_SIZE / 2);
 		return;
 	}
 	for (i = 0; i < ndevs && !d; i++) {
@@ -994,6 +1125,8 @@ static void run_ops(void)
 			op_dwz(word + 17, true);
 			continue;
 		}
+		if (net_op(word))
+			continue;
 		for (i = 0; i < ARRAY_SIZE(ops); i++) {
 			if (has_prefix(word, ops[i].key)) {
 				ops[i].fn(word + strlen(ops[i].key));
@@ -1023,10 +1156,26 @@ static void print_blk(struct vdev *d, u32 n)
 		d->max_wz_sectors, d->max_wz_seg, d->req_sectors, d->depth);
 }
 
+/* A NIC keeps one data buffer for its rings' packet buffers: the last ones, in NIC order. */
+static bool nic_place(struct vdev *d, u32 *nnic)
+{
+	if (d->type != VT_NET)
+		return true;
+	if (*nnic + 2 > arena_bufs) {
+		fail("virtio dev=%u: no data buffer left for another NIC", d->slot);
+		return false;
+	}
+	d->nic = (u8)*nnic;
+	d->netbuf = arena + ARENA_RINGS + (u64)(arena_bufs - 1 - *nnic) * DATA_BUF_SIZE;
+	(*nnic)++;
+	job_bufs = arena_bufs - *nnic;
+	return true;
+}
+
 void virtio_run(void)
 {
 	char opt[16];
-	u32 i, nblk = 0, v;
+	u32 i, nblk = 0, v, nnic = 0;
 	bool ok[VIRTIO_MAX_DEVS];
 
 	find_devices();
@@ -1051,13 +1200,22 @@ void virtio_run(void)
 	for (i = 0; i < ndevs; i++) {
 		struct vdev *d = &vdevs[i];
 
-		ok[i] = d->type != VT_OTHER && pci_caps(d) && dev_init(d);
+		ok[i] = d->type != VT_OTHER && nic_place(d, &nnic) && pci_caps(d) && dev_init(d);
 		if (irq_mode && ok[i] && !d->vq.vector)
 			fail("virtio dev=%u: no MSI-X, interrupt mode unavailable", d->slot);
 		if (!ok[i]) {
 			d->vq.size = 0;
+			d->vq1.size = 0;
 			d->broken = 1;
 		}
+		if (d->type == VT_BALLOON && ok[i] && !vballoon.present) {
+			vballoon.present = 1;
+			vballoon.dev = i;
+		}
+	}
+	for (i = 0; i < ndevs; i++) { /* the NICs' buffers are not for block requests */
+		if (vdevs[i].type == VT_BLK && vdevs[i].depth > job_bufs)
+			vdevs[i].depth = job_bufs;
 	}
 	if (!run_job(VJ_INIT_QUEUES, NULL, 0, 0, 0))
 		return;
@@ -1074,9 +1232,13 @@ void virtio_run(void)
 		if (d->type == VT_BLK && ok[i])
 			print_blk(d, nblk);
 		nblk += d->type == VT_BLK;
+		if (d->type == VT_NET && ok[i] && !d->broken)
+			net_print(d);
 	}
+	net_start_all();
 
 	run_ops();
+	net_print_stats();
 
 	if (irq_mode)
 		gprintf("GUEST virtio irq_waits=%u\n", irq_waits);
@@ -1086,10 +1248,15 @@ void virtio_run(void)
 		if (d->vq.vector)
 			gprintf("GUEST msix dev=%u queue=0 vector=%u count=%u\n", d->slot,
 				d->vq.vector, irq_count[d->vq.vector]);
+		if (d->cfg_vector)
+			gprintf("GUEST msix dev=%u config vector=%u count=%u\n", d->slot,
+				d->cfg_vector, irq_count[d->cfg_vector]);
 	}
 	for (v = 32; v < 256; v++) {
 		if (!irq_count[v] || v == VEC_TIMER || v == VEC_SPURIOUS ||
-		    (v >= VEC_QUEUE_BASE && v < VEC_QUEUE_BASE + ndevs))
+		    (v >= VEC_QUEUE_BASE && v < VEC_QUEUE_BASE + ndevs) ||
+		    (v >= VEC_CONFIG_BASE && v < VEC_CONFIG_BASE + ndevs &&
+		     vdevs[v - VEC_CONFIG_BASE].cfg_vector == v))
 			continue;
 		fail("unexpected interrupt vector=%u count=%u", v, irq_count[v]);
 	}

@@ -1,9 +1,12 @@
 /*
- * Disk images: the generic asynchronous interface, the raw format, and the
- * two engines that run host I/O.
+ * Disk images: the generic asynchronous interface, format detection, the
+ * raw format, and the two engines that run host I/O.
  *
  * disk_submit() checks a request (operation, read-only, bounds) and hands it
- * to the image format; the raw format passes it straight to the engine. An
+ * to the image format; the raw format passes it straight to the engine, and
+ * qcow2 (qcow2.c) translates it into engine requests of its own ("internal"
+ * requests, whose completion is the format's business) or runs it on its
+ * metadata thread, which hands it back through disk_req_finish_async(). An
  * engine request is a small state machine of host system calls: step_next()
  * says which call comes next and step_done() takes its result. A READ or
  * WRITE repeats readv/writev until every byte moved (short transfers resume
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "qcow2.h"
 
 #if HAVE_LIBURING
 #include <liburing.h>
@@ -62,6 +66,7 @@ enum step_kind {
 
 struct step {
 	enum step_kind kind;
+	int fd;
 	const struct iovec *iov;
 	unsigned int iovcnt;
 	uint64_t offset;
@@ -77,9 +82,9 @@ struct disk;
 
 /*
  * An image format: what it does with a checked request. Raw passes it to
- * the engine; qcow2 will translate offsets and issue its own engine requests.
+ * the engine; qcow2 translates offsets and issues its own engine requests.
  */
-struct disk_format {
+struct image_format {
 	const char *name;
 	int (*submit)(struct disk *d, struct disk_req *req);
 };
@@ -90,11 +95,13 @@ struct disk {
 	uint64_t size;
 	bool read_only;
 	enum engine engine;
-	const struct disk_format *fmt;
-	uint8_t *zero_buf; /* ZERO_BUF_SIZE zeros, read-write disks only */
+	const struct image_format *fmt;
+	struct qcow2 *qcow2; /* the qcow2 format's state */
+	uint8_t *zero_buf;   /* ZERO_BUF_SIZE zeros, read-write disks only */
 
 	/* Owner's thread only. */
 	unsigned int inflight;	  /* accepted, done() not run */
+	unsigned int ncompleted;  /* done() calls made by disk_req_finish() */
 	struct req_list finished; /* finished without a thread, done() not run */
 
 #if HAVE_LIBURING
@@ -111,7 +118,7 @@ struct disk {
 	unsigned int nthreads;	   /* owner's thread only */
 	bool stop;		   /* under lock */
 	struct req_list queue;	   /* under lock: waiting for a thread */
-	struct req_list pool_done; /* under lock: finished by a thread */
+	struct req_list pool_done; /* under lock: finished by a thread (pool or format) */
 };
 
 static void list_add(struct req_list *l, struct disk_req *r)
@@ -152,6 +159,7 @@ static void kick(struct disk *d)
 static void step_next(struct disk *d, struct disk_req *r, struct step *s)
 {
 	memset(s, 0, sizeof(*s));
+	s->fd = r->priv.fd;
 	switch (r->op) {
 	case DISK_OP_READ:
 	case DISK_OP_WRITE:
@@ -276,16 +284,16 @@ static int64_t step_run(struct disk *d, const struct step *s)
 
 	switch (s->kind) {
 	case STEP_READV:
-		n = preadv(d->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
+		n = preadv(s->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
 		break;
 	case STEP_WRITEV:
-		n = pwritev(d->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
+		n = pwritev(s->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
 		break;
 	case STEP_FSYNC:
-		n = fdatasync(d->fd);
+		n = fdatasync(s->fd);
 		break;
 	case STEP_FALLOCATE:
-		n = fallocate(d->fd, s->mode, (off_t)s->offset, (off_t)s->len);
+		n = fallocate(s->fd, s->mode, (off_t)s->offset, (off_t)s->len);
 		break;
 	}
 	return n < 0 ? -errno : n;
@@ -390,16 +398,16 @@ static void uring_prep(struct disk *d, struct disk_req *r, struct io_uring_sqe *
 	step_next(d, r, &s);
 	switch (s.kind) {
 	case STEP_READV:
-		io_uring_prep_readv(sqe, d->fd, s.iov, s.iovcnt, s.offset);
+		io_uring_prep_readv(sqe, s.fd, s.iov, s.iovcnt, s.offset);
 		break;
 	case STEP_WRITEV:
-		io_uring_prep_writev(sqe, d->fd, s.iov, s.iovcnt, s.offset);
+		io_uring_prep_writev(sqe, s.fd, s.iov, s.iovcnt, s.offset);
 		break;
 	case STEP_FSYNC:
-		io_uring_prep_fsync(sqe, d->fd, IORING_FSYNC_DATASYNC);
+		io_uring_prep_fsync(sqe, s.fd, IORING_FSYNC_DATASYNC);
 		break;
 	case STEP_FALLOCATE:
-		io_uring_prep_fallocate(sqe, d->fd, s.mode, (off_t)s.offset, (off_t)s.len);
+		io_uring_prep_fallocate(sqe, s.fd, s.mode, (off_t)s.offset, (off_t)s.len);
 		break;
 	}
 	io_uring_sqe_set_data(sqe, r);
@@ -482,10 +490,65 @@ static int engine_submit(struct disk *d, struct disk_req *r)
 	return 0;
 }
 
-static const struct disk_format raw_format = {
+static const struct image_format raw_format = {
 	.name = "raw",
 	.submit = engine_submit,
 };
+
+static int qcow2_format_submit(struct disk *d, struct disk_req *r)
+{
+	return qcow2_submit(d->qcow2, r);
+}
+
+static const struct image_format qcow2_format = {
+	.name = "qcow2",
+	.submit = qcow2_format_submit,
+};
+
+/* ---- Interface for image formats ---- */
+
+int disk_engine_submit(struct disk *d, struct disk_req *r, int fd)
+{
+	unsigned int i;
+	int ret;
+
+	if (d->engine == ENGINE_THREADS) {
+		ret = pool_start(d);
+		if (ret < 0)
+			return ret;
+	}
+	r->priv.next = NULL;
+	r->priv.done = 0;
+	r->priv.iov_idx = 0;
+	r->priv.stage = WZ_WRITE;
+	r->priv.internal = true;
+	r->priv.fd = fd < 0 ? d->fd : fd;
+	r->priv.total = 0;
+	for (i = 0; i < r->iovcnt; i++)
+		r->priv.total += r->iov[i].iov_len;
+	r->result = 0;
+	return engine_submit(d, r);
+}
+
+static void req_finish(struct disk *d, struct disk_req *r)
+{
+	d->inflight--;
+	d->ncompleted++;
+	r->done(r);
+}
+
+void disk_req_finish(struct disk *d, struct disk_req *r)
+{
+	req_finish(d, r);
+}
+
+void disk_req_finish_async(struct disk *d, struct disk_req *r)
+{
+	pthread_mutex_lock(&d->lock);
+	list_add(&d->pool_done, r);
+	kick(d);
+	pthread_mutex_unlock(&d->lock);
+}
 
 /* ---- Generic interface ---- */
 
@@ -528,13 +591,14 @@ int disk_submit(struct disk *d, struct disk_req *r)
 	}
 	if (r->op != DISK_OP_FLUSH && !range_ok(d, r->offset, total))
 		return -EINVAL;
-	if (d->engine == ENGINE_THREADS) {
+	if (d->engine == ENGINE_THREADS && d->fmt == &raw_format) {
 		ret = pool_start(d);
 		if (ret < 0)
 			return ret;
 	}
 
 	memset(&r->priv, 0, sizeof(r->priv));
+	r->priv.fd = d->fd;
 	r->priv.total = total;
 	r->priv.stage = r->flags & DISK_REQ_F_UNMAP ? WZ_PUNCH : WZ_ZERO_RANGE;
 	r->result = 0;
@@ -554,8 +618,8 @@ int disk_submit(struct disk *d, struct disk_req *r)
 unsigned int disk_complete(struct disk *d)
 {
 	struct req_list done = {NULL, NULL};
+	unsigned int before = d->ncompleted;
 	struct disk_req *r;
-	unsigned int n = 0;
 	uint64_t v;
 	ssize_t rd;
 
@@ -566,7 +630,7 @@ unsigned int disk_complete(struct disk *d)
 	if (d->engine == ENGINE_URING)
 		uring_reap(d);
 #endif
-	if (d->engine == ENGINE_THREADS && d->nthreads) {
+	if ((d->engine == ENGINE_THREADS && d->nthreads) || d->qcow2) {
 		pthread_mutex_lock(&d->lock);
 		done = d->pool_done;
 		d->pool_done.head = d->pool_done.tail = NULL;
@@ -582,11 +646,12 @@ unsigned int disk_complete(struct disk *d)
 		d->finished.head = d->finished.tail = NULL;
 	}
 	while ((r = list_pop(&done))) {
-		d->inflight--;
-		n++;
-		r->done(r);
+		if (r->priv.internal)
+			r->done(r); /* the format's: it finishes its owner's request */
+		else
+			req_finish(d, r);
 	}
-	return n;
+	return d->ncompleted - before;
 }
 
 void disk_wait(struct disk *d)
@@ -622,6 +687,24 @@ bool disk_read_only(const struct disk *d)
 const char *disk_engine(const struct disk *d)
 {
 	return d->engine == ENGINE_URING ? "io_uring" : "threads";
+}
+
+const char *disk_format_name(const struct disk *d)
+{
+	return d->fmt->name;
+}
+
+int disk_format_parse(const char *name, enum disk_format *out)
+{
+	if (!name || !*name || !strcmp(name, "detect"))
+		*out = DISK_FORMAT_DETECT;
+	else if (!strcmp(name, "raw"))
+		*out = DISK_FORMAT_RAW;
+	else if (!strcmp(name, "qcow2"))
+		*out = DISK_FORMAT_QCOW2;
+	else
+		return -EINVAL;
+	return 0;
 }
 
 /* Open @path without blocking on a FIFO and without taking a terminal. */
@@ -681,9 +764,22 @@ static int open_image(const char *path, bool ro, uint64_t *size, struct vmm_err 
 	return fd;
 }
 
-int disk_open_flags(const char *path, unsigned int flags, struct disk **out, struct vmm_err *err)
+/* Does the image start with the qcow2 magic? Short or unreadable files are raw. */
+static bool looks_qcow2(int fd)
 {
+	uint8_t magic[4];
+
+	return pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
+	       qcow2_probe(magic, sizeof(magic));
+}
+
+int disk_open_opts(const char *path, const struct disk_opts *o, struct disk **out,
+		   struct vmm_err *err)
+{
+	unsigned int flags = o->flags;
 	bool ro = flags & DISK_OPEN_READ_ONLY;
+	enum disk_format format = o->format;
+	struct qcow2_opts qo = {0};
 	struct disk *d;
 	int e;
 
@@ -691,6 +787,10 @@ int disk_open_flags(const char *path, unsigned int flags, struct disk **out, str
 	if (flags & ~(DISK_OPEN_READ_ONLY | DISK_OPEN_THREAD_POOL))
 		return err_set(err, EINVAL, "disk %s: unknown open flags %#x", path ? path : "",
 			       flags);
+	if (format != DISK_FORMAT_DETECT && format != DISK_FORMAT_RAW &&
+	    format != DISK_FORMAT_QCOW2)
+		return err_set(err, EINVAL, "disk %s: unknown format %d", path ? path : "",
+			       (int)format);
 	if (!path || !*path)
 		return err_set(err, EINVAL, "disk path is empty");
 	d = calloc(1, sizeof(*d));
@@ -704,6 +804,20 @@ int disk_open_flags(const char *path, unsigned int flags, struct disk **out, str
 		e = -d->fd;
 		free(d);
 		return -e;
+	}
+	if (format == DISK_FORMAT_DETECT)
+		format = looks_qcow2(d->fd) ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
+	if (format == DISK_FORMAT_QCOW2) {
+		qo.read_only = ro;
+		qo.cache_bytes = o->cache_bytes;
+		e = -qcow2_open(d->fd, path, &qo, &d->qcow2, err);
+		if (e) {
+			close(d->fd);
+			free(d);
+			return -e;
+		}
+		d->fmt = &qcow2_format;
+		d->size = qcow2_size(d->qcow2);
 	}
 	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->efd < 0) {
@@ -724,6 +838,8 @@ int disk_open_flags(const char *path, unsigned int flags, struct disk **out, str
 	if (!(flags & DISK_OPEN_THREAD_POOL) && uring_init(d))
 		d->engine = ENGINE_URING;
 #endif
+	if (d->qcow2)
+		qcow2_attach(d->qcow2, d);
 	*out = d;
 	return 0;
 
@@ -731,9 +847,40 @@ fail:
 	free(d->zero_buf);
 	if (d->efd >= 0)
 		close(d->efd);
+	if (d->qcow2)
+		qcow2_close(d->qcow2);
 	close(d->fd);
 	free(d);
 	return err_set(err, e, "disk %s: %s", path, strerror(e));
+}
+
+int disk_fds(const struct disk *d, int *fds, int max)
+{
+	int n = 0;
+
+	if (n < max)
+		fds[n] = d->fd;
+	n++;
+	if (n < max)
+		fds[n] = d->efd;
+	n++;
+#if HAVE_LIBURING
+	if (d->engine == ENGINE_URING) {
+		if (n < max)
+			fds[n] = d->ring.ring_fd;
+		n++;
+	}
+#endif
+	if (d->qcow2)
+		n += qcow2_fds(d->qcow2, n < max ? fds + n : NULL, n < max ? max - n : 0);
+	return n;
+}
+
+int disk_open_flags(const char *path, unsigned int flags, struct disk **out, struct vmm_err *err)
+{
+	struct disk_opts o = {.flags = flags};
+
+	return disk_open_opts(path, &o, out, err);
 }
 
 int disk_open(const char *path, bool read_only, struct disk **out, struct vmm_err *err)
@@ -745,13 +892,19 @@ void disk_close(struct disk *d)
 {
 	if (!d)
 		return;
+	/* qcow2: its metadata thread first (it may wait for engine requests), then the engine. */
+	if (d->qcow2)
+		qcow2_stop(d->qcow2);
 #if HAVE_LIBURING
 	if (d->engine == ENGINE_URING)
 		uring_stop(d);
 #endif
 	if (d->engine == ENGINE_THREADS)
 		pool_stop(d);
-	if (!d->read_only)
+	/* Nothing runs now: qcow2 writes its metadata back and syncs. */
+	if (d->qcow2)
+		qcow2_close(d->qcow2);
+	else if (!d->read_only)
 		fdatasync(d->fd); /* what the guest wrote reaches stable storage; nobody to tell */
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);

@@ -1,4 +1,4 @@
-/* Disk images behind one asynchronous interface: raw files and block devices (qcow2 later). */
+/* Disk images behind one asynchronous interface: raw files, block devices and qcow2 images. */
 #ifndef LIBVMM_DEVICES_DISK_H
 #define LIBVMM_DEVICES_DISK_H
 
@@ -31,6 +31,8 @@ struct disk_req_priv {
 	uint64_t done;	      /* bytes transferred so far (short transfers resume) */
 	unsigned int iov_idx; /* first iov[] entry not fully transferred */
 	unsigned int stage;
+	bool internal;	       /* issued by an image format, not by the disk's owner */
+	int fd;		       /* the file the engine works on */
 	struct iovec zero_iov; /* WRITE_ZEROES by writing zeros */
 };
 
@@ -71,32 +73,78 @@ struct disk_req {
  */
 #define DISK_OPEN_THREAD_POOL (1u << 1)
 
+/* Image formats. */
+enum disk_format {
+	DISK_FORMAT_DETECT, /* qcow2 when the file starts with "QFI\xfb", else raw */
+	DISK_FORMAT_RAW,
+	DISK_FORMAT_QCOW2,
+};
+
+/* Everything disk_open_opts() can be told; zero-initialise, then set fields. */
+struct disk_opts {
+	unsigned int flags;	 /* DISK_OPEN_* */
+	enum disk_format format; /* DISK_FORMAT_DETECT when zero */
+	/*
+	 * qcow2: most bytes of L2 tables cached per image of the chain; 0
+	 * means DISK_DEFAULT_CACHE. The cache never holds more tables than
+	 * the image has, and holds at least one whatever the budget.
+	 */
+	uint64_t cache_bytes;
+};
+
+#define DISK_DEFAULT_CACHE (32u << 20)
+
 /*
  * Open the disk image at @path: a regular file or a block device, opened
  * O_RDONLY or O_RDWR with O_CLOEXEC (a /proc/self/fd/N path reopens that
  * file). Directories, FIFOs, sockets and character devices are refused
  * without blocking. An OFD lock on the whole file (shared for read-only,
  * exclusive for read-write) keeps two writers, or a writer and readers,
- * from using one image at once; it lasts until disk_close().
+ * from using one image at once; it lasts until disk_close(). Backing files
+ * of a qcow2 image are opened read-only with a shared lock.
  *
- * The size is st_size for a file and BLKGETSIZE64 for a block device. A
- * size that is not a multiple of 512 is accepted: requests may reach the
- * last byte, and virtio-blk exposes only the whole sectors (the tail is
- * invisible to the guest).
+ * The format comes from @o->format: DISK_FORMAT_DETECT looks at the first
+ * bytes of the file (never at its name), DISK_FORMAT_RAW takes the file as
+ * it is even when it starts with the qcow2 magic, DISK_FORMAT_QCOW2 refuses
+ * a file that is not qcow2. Security: a raw image that a guest can write
+ * must be opened with DISK_FORMAT_RAW, or the guest could write a qcow2
+ * header naming any host file as its backing file.
+ *
+ * The size of a raw disk is st_size for a file and BLKGETSIZE64 for a block
+ * device; that of a qcow2 disk is the virtual size in its header. A size
+ * that is not a multiple of 512 is accepted: requests may reach the last
+ * byte, and virtio-blk exposes only the whole sectors (the tail is invisible
+ * to the guest). See docs/qcow2.md for what qcow2 images may contain.
  *
  * Requests run on io_uring when the kernel allows it (readv, writev, fsync,
  * fallocate supported), else on a pool of 4 threads started at the first
- * request (so no thread exists before a sandbox forks).
+ * request (so no thread exists before a sandbox forks). A qcow2 disk also
+ * starts one metadata thread at its first request that needs one.
  *
  * Returns 0 and sets *@out, or -errno with a one-line message naming the
  * path in @err: -EISDIR (a directory), -EINVAL (empty path, not a file or
- * block device), -EBUSY ("disk PATH is in use by another process
- * (locked)"), the errno of open(), fstat() or the size ioctl.
+ * block device, unknown flags or format, a malformed qcow2 image),
+ * -ENOTSUP (a qcow2 feature libvmm does not implement: encryption, external
+ * data files, extended L2 entries, an unknown incompatible feature bit, a
+ * compression type), -EUCLEAN (a qcow2 image marked dirty or corrupt),
+ * -ELOOP (a backing chain that loops or is too deep), -ENOENT (a missing
+ * backing file), -EBUSY ("disk PATH is in use by another process
+ * (locked)"), -EIO, the errno of open(), fstat() or the size ioctl.
  */
+int disk_open_opts(const char *path, const struct disk_opts *o, struct disk **out,
+		   struct vmm_err *err);
+
+/* disk_open_opts() with @flags and the format detected. */
 int disk_open_flags(const char *path, unsigned int flags, struct disk **out, struct vmm_err *err);
 
 /* disk_open_flags() with DISK_OPEN_READ_ONLY when @read_only. */
 int disk_open(const char *path, bool read_only, struct disk **out, struct vmm_err *err);
+
+/*
+ * The format named @name: "detect" (or NULL or ""), "raw" or "qcow2".
+ * Returns 0 and sets *@out, or -EINVAL.
+ */
+int disk_format_parse(const char *name, enum disk_format *out);
 
 /*
  * Wait for requests still in flight (their done() is not run; queued ones
@@ -112,6 +160,9 @@ bool disk_read_only(const struct disk *d);
 
 /* "io_uring" or "threads": the engine that runs the requests. */
 const char *disk_engine(const struct disk *d);
+
+/* "raw" or "qcow2": the format the disk was opened with. */
+const char *disk_format_name(const struct disk *d);
 
 /*
  * Queue @req. Returns 0 when accepted: its done() then runs exactly once,
@@ -143,10 +194,38 @@ unsigned int disk_inflight(const struct disk *d);
 void disk_wait(struct disk *d);
 
 /*
- * Thread safety: disk_size(), disk_read_only(), disk_engine() and
- * disk_event_fd() may be called from any thread. disk_submit(),
+ * Write the descriptors the disk uses (the image, backing files, the
+ * completion eventfd, the io_uring ring) into @fds[0..max) and return how
+ * many there are, which may exceed @max (only the first @max are written).
+ * For the sandbox: a device process keeps exactly these open.
+ */
+int disk_fds(const struct disk *d, int *fds, int max);
+
+/*
+ * Thread safety: disk_size(), disk_read_only(), disk_engine(),
+ * disk_format_name() and disk_event_fd() may be called from any thread. disk_submit(),
  * disk_complete(), disk_inflight(), disk_wait() and disk_close() must not
  * run concurrently on one disk: one thread (a device worker) drives it.
  */
+
+/*
+ * For image formats (devices/qcow2.c) only, not for device models.
+ *
+ * disk_engine_submit() runs @r (op READ, WRITE or FLUSH) on the engine
+ * against file @fd (-1: the image file itself; else a file the format owns,
+ * open until disk_close()): @offset is a file offset and nothing is
+ * checked. Owner's thread only. Its
+ * done() runs from disk_complete() like any request's, but does not count
+ * as one of the owner's requests.
+ *
+ * disk_req_finish() completes an owner's request that the format took:
+ * r->result must be set; it runs r->done() at once, so call it only from
+ * the owner's thread inside disk_complete() (from an internal request's
+ * done(), typically). disk_req_finish_async() may be called from any
+ * thread: r->done() runs at the next disk_complete().
+ */
+int disk_engine_submit(struct disk *d, struct disk_req *r, int fd);
+void disk_req_finish(struct disk *d, struct disk_req *r);
+void disk_req_finish_async(struct disk *d, struct disk_req *r);
 
 #endif

@@ -23,19 +23,28 @@
 
 enum { EV_INFLATE = VIRTIO_BALLOON_Q_INFLATE, EV_DEFLATE = VIRTIO_BALLOON_Q_DEFLATE, EV_STOP };
 
+/*
+ * What the host and the driver see, in a MAP_SHARED page: when the device
+ * runs sandboxed in a child process (lib/virtio/proxy.c), the VMM's handle
+ * and the child's copy share it. Atomics only: a lock in shared memory would
+ * let a compromised child block the VMM.
+ */
+struct balloon_shared {
+	uint32_t num_pages; /* config: the host's target */
+	uint32_t actual;    /* config: what the driver reports */
+	uint64_t inflated, deflated, rejected;
+};
+
 struct virtio_balloon {
 	const struct guest_mem *mem;
+	struct balloon_shared *sh;
 
-	/* Config space and the host's notifier, under lock. */
+	/* The host's notifier, under lock. */
 	pthread_mutex_t lock;
-	uint32_t num_pages;
-	uint32_t actual;
 	void (*notify)(void *ctx);
 	void *notify_ctx;
 
-	/* Atomics. */
-	uint64_t inflated, deflated, rejected;
-	bool stop; /* reset() asks the worker to leave */
+	bool stop; /* atomic: reset() asks the worker to leave */
 
 	/* Worker state, valid while running. */
 	struct virtio_activation act;
@@ -79,12 +88,10 @@ static void balloon_config_read(void *dev, uint32_t off, uint8_t *data, uint32_t
 		memset(data, 0, len);
 		return;
 	}
-	pthread_mutex_lock(&b->lock);
-	v = htole32(b->num_pages);
+	v = htole32(__atomic_load_n(&b->sh->num_pages, __ATOMIC_ACQUIRE));
 	memcpy(cfg + VIRTIO_BALLOON_CFG_NUM_PAGES, &v, 4);
-	v = htole32(b->actual);
+	v = htole32(__atomic_load_n(&b->sh->actual, __ATOMIC_ACQUIRE));
 	memcpy(cfg + VIRTIO_BALLOON_CFG_ACTUAL, &v, 4);
-	pthread_mutex_unlock(&b->lock);
 	memcpy(data, cfg + off, len);
 }
 
@@ -93,22 +100,24 @@ static void balloon_config_write(void *dev, uint32_t off, const uint8_t *data, u
 {
 	struct virtio_balloon *b = dev;
 	uint8_t act[4];
-	uint32_t v;
+	uint32_t old, v;
 
 	if (off > VIRTIO_BALLOON_CONFIG_SIZE || len > VIRTIO_BALLOON_CONFIG_SIZE - off)
 		return;
-	pthread_mutex_lock(&b->lock);
-	v = htole32(b->actual);
-	memcpy(act, &v, 4);
-	for (uint32_t i = 0; i < len; i++) {
-		uint32_t pos = off + i;
+	old = __atomic_load_n(&b->sh->actual, __ATOMIC_ACQUIRE);
+	do {
+		v = htole32(old);
+		memcpy(act, &v, 4);
+		for (uint32_t i = 0; i < len; i++) {
+			uint32_t pos = off + i;
 
-		if (pos >= VIRTIO_BALLOON_CFG_ACTUAL)
-			act[pos - VIRTIO_BALLOON_CFG_ACTUAL] = data[i];
-	}
-	memcpy(&v, act, 4);
-	b->actual = le32toh(v);
-	pthread_mutex_unlock(&b->lock);
+			if (pos >= VIRTIO_BALLOON_CFG_ACTUAL)
+				act[pos - VIRTIO_BALLOON_CFG_ACTUAL] = data[i];
+		}
+		memcpy(&v, act, 4);
+		v = le32toh(v);
+	} while (!__atomic_compare_exchange_n(&b->sh->actual, &old, v, false, __ATOMIC_ACQ_REL,
+					      __ATOMIC_ACQUIRE));
 }
 
 static void drain_eventfd(int fd)
@@ -144,7 +153,7 @@ static void release_run(struct virtio_balloon *b, struct page_run *run)
 		/* Test memory not aligned to host pages: zero it instead. */
 		memset(run->host, 0, run->len);
 	}
-	count(&b->inflated, run->len / VIRTIO_BALLOON_PAGE_SIZE);
+	count(&b->sh->inflated, run->len / VIRTIO_BALLOON_PAGE_SIZE);
 	run->len = 0;
 }
 
@@ -166,7 +175,7 @@ static void inflate_pfn(struct virtio_balloon *b, struct page_run *run, uint32_t
 		}
 	}
 	if (!r) {
-		count(&b->rejected, 1);
+		count(&b->sh->rejected, 1);
 		return;
 	}
 	if (run->len && run->r == r && run->host + run->len == host) {
@@ -215,7 +224,7 @@ static int balloon_serve(struct virtio_balloon *b, unsigned int qi)
 			if (qi == VIRTIO_BALLOON_Q_INFLATE)
 				inflate_chain(b, q);
 			else
-				count(&b->deflated, b->chain.read_len / sizeof(uint32_t));
+				count(&b->sh->deflated, b->chain.read_len / sizeof(uint32_t));
 			virtq_push(q, b->chain.head, 0);
 			if (++pushed % BALLOON_IRQ_BATCH == 0)
 				virtio_queue_interrupt(&b->act, qi);
@@ -244,6 +253,8 @@ static void *balloon_worker(void *arg)
 	bool pending[BALLOON_NQUEUES] = {true, true}; /* look at the rings once at start */
 	bool broken = false;
 
+	/* Named from inside: naming another thread opens /proc, which a sandbox forbids. */
+	pthread_setname_np(pthread_self(), "virtio-balloon");
 	for (;;) {
 		int n;
 
@@ -324,7 +335,6 @@ static int balloon_activate(void *dev, const struct virtio_activation *act)
 		memset(&b->act, 0, sizeof(b->act));
 		return -ret;
 	}
-	pthread_setname_np(b->thread, "virtio-balloon");
 	b->running = true;
 	return 0;
 
@@ -342,9 +352,7 @@ static void balloon_reset(void *dev)
 	uint64_t one = 1;
 
 	/* A reset driver holds no pages in the balloon; the host's target stays. */
-	pthread_mutex_lock(&b->lock);
-	b->actual = 0;
-	pthread_mutex_unlock(&b->lock);
+	__atomic_store_n(&b->sh->actual, 0, __ATOMIC_RELEASE);
 	if (!b->running)
 		return;
 	__atomic_store_n(&b->stop, true, __ATOMIC_RELEASE);
@@ -368,7 +376,25 @@ static void balloon_destroy(void *dev)
 	balloon_reset(b);
 	close(b->stop_fd);
 	pthread_mutex_destroy(&b->lock);
+	munmap(b->sh, sizeof(*b->sh));
 	free(b);
+}
+
+/* For the sandbox: the stop eventfd, and guest RAM's memfd that inflating punches. */
+static int balloon_keep_fds(void *dev, int *fds, int max)
+{
+	struct virtio_balloon *b = dev;
+	int n = 0;
+
+	if (n < max)
+		fds[n] = b->stop_fd;
+	n++;
+	if (b->mem->fd >= 0) {
+		if (n < max)
+			fds[n] = b->mem->fd;
+		n++;
+	}
+	return n;
 }
 
 static const struct virtio_device_ops balloon_ops = {
@@ -383,6 +409,7 @@ static const struct virtio_device_ops balloon_ops = {
 	.activate = balloon_activate,
 	.reset = balloon_reset,
 	.destroy = balloon_destroy,
+	.keep_fds = balloon_keep_fds,
 };
 
 int virtio_balloon_create(const struct guest_mem *mem, struct virtio_device *out,
@@ -393,8 +420,15 @@ int virtio_balloon_create(const struct guest_mem *mem, struct virtio_device *out
 
 	if (!b)
 		return err_set(err, ENOMEM, "virtio-balloon: out of memory");
+	b->sh = mmap(NULL, sizeof(*b->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		     0);
+	if (b->sh == MAP_FAILED) {
+		free(b);
+		return err_set(err, ENOMEM, "virtio-balloon: out of memory");
+	}
 	ret = pthread_mutex_init(&b->lock, NULL);
 	if (ret) {
+		munmap(b->sh, sizeof(*b->sh));
 		free(b);
 		return err_set(err, ret, "virtio-balloon: mutex: %s", strerror(ret));
 	}
@@ -405,6 +439,7 @@ int virtio_balloon_create(const struct guest_mem *mem, struct virtio_device *out
 		int e = errno;
 
 		pthread_mutex_destroy(&b->lock);
+		munmap(b->sh, sizeof(*b->sh));
 		free(b);
 		return err_set(err, e, "virtio-balloon: eventfd: %s", strerror(e));
 	}
@@ -430,11 +465,13 @@ int virtio_balloon_set_target(struct virtio_balloon *b, uint64_t bytes)
 
 	if (bytes > b->mem->total)
 		return -EINVAL;
-	pthread_mutex_lock(&b->lock);
 	/* At most 2^32 - 1 pages: 16 TiB, more than guest RAM can be. */
-	b->num_pages = (uint32_t)((bytes >> VIRTIO_BALLOON_PFN_SHIFT) > UINT32_MAX
-					  ? UINT32_MAX
-					  : bytes >> VIRTIO_BALLOON_PFN_SHIFT);
+	__atomic_store_n(&b->sh->num_pages,
+			 (uint32_t)((bytes >> VIRTIO_BALLOON_PFN_SHIFT) > UINT32_MAX
+					    ? UINT32_MAX
+					    : bytes >> VIRTIO_BALLOON_PFN_SHIFT),
+			 __ATOMIC_RELEASE);
+	pthread_mutex_lock(&b->lock);
 	fn = b->notify;
 	ctx = b->notify_ctx;
 	pthread_mutex_unlock(&b->lock);
@@ -447,9 +484,7 @@ uint64_t virtio_balloon_target(struct virtio_balloon *b)
 {
 	uint64_t pages;
 
-	pthread_mutex_lock(&b->lock);
-	pages = b->num_pages;
-	pthread_mutex_unlock(&b->lock);
+	pages = __atomic_load_n(&b->sh->num_pages, __ATOMIC_ACQUIRE);
 	return pages << VIRTIO_BALLOON_PFN_SHIFT;
 }
 
@@ -457,15 +492,14 @@ uint64_t virtio_balloon_actual(struct virtio_balloon *b)
 {
 	uint64_t bytes;
 
-	pthread_mutex_lock(&b->lock);
-	bytes = (uint64_t)b->actual << VIRTIO_BALLOON_PFN_SHIFT;
-	pthread_mutex_unlock(&b->lock);
+	bytes = (uint64_t)__atomic_load_n(&b->sh->actual, __ATOMIC_ACQUIRE)
+		<< VIRTIO_BALLOON_PFN_SHIFT;
 	return bytes < b->mem->total ? bytes : b->mem->total;
 }
 
 void virtio_balloon_get_counters(struct virtio_balloon *b, struct virtio_balloon_counters *c)
 {
-	c->inflated = __atomic_load_n(&b->inflated, __ATOMIC_RELAXED);
-	c->deflated = __atomic_load_n(&b->deflated, __ATOMIC_RELAXED);
-	c->rejected = __atomic_load_n(&b->rejected, __ATOMIC_RELAXED);
+	c->inflated = __atomic_load_n(&b->sh->inflated, __ATOMIC_RELAXED);
+	c->deflated = __atomic_load_n(&b->sh->deflated, __ATOMIC_RELAXED);
+	c->rejected = __atomic_load_n(&b->sh->rejected, __ATOMIC_RELAXED);
 }

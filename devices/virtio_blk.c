@@ -541,6 +541,14 @@ static void blk_destroy(void *dev)
 	free(b);
 }
 
+/* For the sandbox: the disk's descriptors (the worker's eventfds are made by activate()). */
+static int blk_keep_fds(void *dev, int *fds, int max)
+{
+	struct virtio_blk *b = dev;
+
+	return disk_fds(b->disk, fds, max);
+}
+
 static const struct virtio_device_ops virtio_blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -553,6 +561,7 @@ static const struct virtio_device_ops virtio_blk_ops = {
 	.activate = blk_activate,
 	.reset = blk_reset,
 	.destroy = blk_destroy,
+	.keep_fds = blk_keep_fds,
 };
 
 int virtio_blk_create(struct disk *disk, const char *serial, struct virtio_device *out,

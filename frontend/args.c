@@ -60,6 +60,14 @@ const char run_usage[] =
 	"      --host_ip IP   with --netmask and --mac: create a tap, give its host\n"
 	"      --netmask MASK side IP and MASK (a.b.c.d or a prefix length), bring it\n"
 	"      --mac MAC      up, and give the guest MAC (needs CAP_NET_ADMIN)\n"
+	"      --disable-sandbox\n"
+	"                     run the devices in this process; by default each\n"
+	"                     virtio device runs in a jailed process of its own\n"
+	"                     (namespaces, empty root, no capabilities, seccomp)\n"
+	"  -u, --multiprocess the default (accepted for crosvm compatibility)\n"
+	"      --seccomp-policy-dir DIR\n"
+	"                     the devices' seccomp policies (default: the\n"
+	"                     installed ones, or $LIBVMM_SECCOMP_POLICY_DIR)\n"
 	"  -s, --socket PATH  serve the control socket at PATH (a directory gets\n"
 	"                     vmm-<pid>.sock inside) for stop, suspend, resume,\n"
 	"                     balloon and status; removed when vmm-run exits\n"
@@ -222,6 +230,9 @@ enum opt_id {
 	OPT_NO_BALLOON,
 	OPT_SOCKET,
 	OPT_TAP_FD,
+	OPT_NO_SANDBOX,
+	OPT_MULTIPROCESS,
+	OPT_POLICY_DIR,
 	OPT_HOST_IP,
 	OPT_NETMASK,
 	OPT_MAC,
@@ -241,7 +252,10 @@ static const struct option_def {
 	{ 0, "no-rng", false, OPT_NO_RNG },  { 0, "no-balloon", false, OPT_NO_BALLOON },
 	{ 's', "socket", true, OPT_SOCKET }, { 0, "tap-fd", true, OPT_TAP_FD },
 	{ 0, "host_ip", true, OPT_HOST_IP }, { 0, "netmask", true, OPT_NETMASK },
-	{ 0, "mac", true, OPT_MAC },         { 'h', "help", false, OPT_HELP },
+	{ 0, "mac", true, OPT_MAC },         { 0, "disable-sandbox", false, OPT_NO_SANDBOX },
+	{ 'u', "multiprocess", false, OPT_MULTIPROCESS },
+	{ 0, "seccomp-policy-dir", true, OPT_POLICY_DIR },
+	{ 'h', "help", false, OPT_HELP },
 };
 
 /* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
@@ -333,6 +347,16 @@ static int apply(struct run_opts *o, struct net_seen *seen, const struct option_
 		if (parse_uint(name, val, 0, 1 << 20, &v, err, errlen) < 0)
 			return -1;
 		o->tap_fds[o->ntap_fds++] = (int)v;
+		return 0;
+	case OPT_NO_SANDBOX:
+		o->no_sandbox = true;
+		return 0;
+	case OPT_MULTIPROCESS:
+		return 0;
+	case OPT_POLICY_DIR:
+		if (!val[0])
+			return fail(err, errlen, "%s: empty path", name);
+		o->policy_dir = val;
 		return 0;
 	case OPT_HOST_IP:
 		seen->host_ip++;

@@ -24,6 +24,8 @@ struct run_opts {
 	bool no_rng;
 	bool no_balloon;
 	const char *socket; /* -s: control socket path or directory */
+	bool no_sandbox;    /* --disable-sandbox */
+	const char *policy_dir; /* --seccomp-policy-dir */
 	int tap_fds[RUN_MAX_DISKS]; /* --tap-fd, in order */
 	unsigned int ntap_fds;
 	bool tap_create; /* --host_ip/--netmask/--mac given (all three) */

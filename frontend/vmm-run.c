@@ -111,6 +111,8 @@ static int cmd_run(int argc, char *argv[])
 	cfg.console_in_fd = STDIN_FILENO;
 	cfg.console_out_fd = STDOUT_FILENO;
 	cfg.log_level = VM_LOG_WARN;
+	cfg.sandbox = !o.no_sandbox;
+	cfg.seccomp_policy_dir = o.policy_dir ? o.policy_dir : getenv("LIBVMM_SECCOMP_POLICY_DIR");
 
 	ret = vm_create(&cfg, &vm);
 	if (ret < 0) {

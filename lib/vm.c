@@ -348,15 +348,35 @@ int vm_check_can_add(struct vm *vm)
 
 int vm_add_virtio(struct vm *vm, struct virtio_device dev, struct virtio_pci **out)
 {
+	struct virtio_proxy *px = NULL;
 	struct virtio_pci *vp;
+	const char *name = dev.ops->name;
 	int ret;
 
+	if (vm->cfg.sandbox) {
+		struct sandbox_config sb = {
+			.policy_dir = vm->policy_dir,
+			.namespaces = true,
+			.log_fd = -1,
+		};
+
+		/* On success dev becomes the proxy that talks to the jailed copy. */
+		ret = virtio_proxy_spawn(&dev, &vm->mem, &sb, &px, &vm->err);
+		if (ret < 0) {
+			dev.ops->destroy(dev.dev);
+			return ret;
+		}
+	}
 	ret = virtio_pci_create(&vm->pci, &vm->mmio, &vm->mem, &vm->plat, dev, &vp, &vm->err);
 	if (ret < 0) {
 		dev.ops->destroy(dev.dev);
 		return ret;
 	}
 	vm->vdevs[vm->nvdevs++] = vp;
+	if (px) {
+		vm->proxies[vm->nproxies] = px;
+		vm->proxy_names[vm->nproxies++] = name;
+	}
 	if (out)
 		*out = vp;
 	return 0;
@@ -498,6 +518,14 @@ int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err
 	}
 	vm->cfg.kernel_path = vm->kernel_path;
 	vm->cfg.initrd_path = vm->initrd_path;
+	if (vm->cfg.seccomp_policy_dir) {
+		vm->policy_dir = strdup(vm->cfg.seccomp_policy_dir);
+		if (!vm->policy_dir) {
+			ret = err_set(err, ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	vm->cfg.seccomp_policy_dir = vm->policy_dir;
 	ret = build_cmdline(vm, err);
 	if (ret < 0)
 		goto fail;
@@ -757,14 +785,31 @@ int vm_run(struct vm *vm)
 	vm->started_vcpus = started;
 	vm_set_state(vm, VM_STATE_RUNNING);
 	pthread_mutex_unlock(&vm->state_lock);
-	for (;;) {
-		struct pollfd p = { .fd = vm->exit_fd, .events = POLLIN };
+	while (!vm_exiting(vm)) {
+		struct pollfd p[1 + PCI_MAX_DEVICES];
+		unsigned int n = 0;
 
-		if (vm_exiting(vm))
-			break;
-		if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+		p[n++] = (struct pollfd){ .fd = vm->exit_fd, .events = POLLIN };
+		/* A device process that dies stops the VM. */
+		for (unsigned int i = 0; i < vm->nproxies; i++)
+			p[n++] = (struct pollfd){ .fd = virtio_proxy_wait_fd(vm->proxies[i]),
+						  .events = POLLIN };
+		if (poll(p, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
 			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "poll: %s", strerror(errno));
 			break;
+		}
+		for (unsigned int i = 0; i < vm->nproxies; i++) {
+			char why[128];
+
+			if (!p[1 + i].revents)
+				continue;
+			if (virtio_proxy_reap(vm->proxies[i], why, sizeof(why)) == -EAGAIN)
+				continue;
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "device %s (pid %d) died: %s",
+					vm->proxy_names[i], (int)virtio_proxy_pid(vm->proxies[i]),
+					why);
 		}
 	}
 	pthread_mutex_lock(&vm->state_lock);
@@ -825,6 +870,7 @@ void vm_destroy(struct vm *vm)
 	pthread_mutex_destroy(&vm->state_lock);
 	free(vm->kernel_path);
 	free(vm->initrd_path);
+	free(vm->policy_dir);
 	free(vm->cmdline);
 	free(vm);
 }

@@ -21,6 +21,7 @@
 #include "lib/control.h"
 #include "lib/vcpu.h"
 #include "lib/virtio/pci.h"
+#include "lib/virtio/proxy.h"
 #include "libvmm/libvmm.h"
 
 struct vm {
@@ -47,6 +48,10 @@ struct vm {
 
 	struct virtio_platform plat;
 	struct virtio_pci *vdevs[PCI_MAX_DEVICES];
+	struct virtio_proxy *proxies[PCI_MAX_DEVICES]; /* sandboxed devices: their processes */
+	const char *proxy_names[PCI_MAX_DEVICES];
+	unsigned int nproxies;
+	char *policy_dir; /* owned copy of cfg.seccomp_policy_dir */
 	unsigned int nvdevs;
 	unsigned int nblk; /* virtio-blk devices: the next one is /dev/vd('a' + nblk) */
 	bool have_root;

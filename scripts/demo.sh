@@ -10,6 +10,8 @@ sh scripts/deps.sh
 [ -d build ] || meson setup build >/dev/null
 ninja -C build >/dev/null
 vmm=build/frontend/vmm-run
+# Uninstalled: the devices' seccomp policies come from the source tree.
+export LIBVMM_SECCOMP_POLICY_DIR="$PWD/policies"
 if [ "${1:-}" = "--linux" ]; then
 	sh scripts/fetch-debian-kernel.sh build/linux
 	sh scripts/make-initramfs.sh build/linux/initramfs.cpio.gz build/linux

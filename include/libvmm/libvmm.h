@@ -73,6 +73,21 @@ struct vm_config {
 	void *log_opaque;
 	/** Messages above this level are not passed to @log. */
 	enum vm_log_level log_level;
+	/**
+	 * Non-zero: run every virtio device in a process of its own, forked
+	 * by vm_add_*() once the device's files are open, jailed (new
+	 * namespaces where the host allows them, an empty root, no
+	 * capabilities, no new privileges, a seccomp filter from the device's
+	 * policy file). 0 (the default): devices run in this process.
+	 * vmm-run turns it on unless --disable-sandbox is given.
+	 */
+	int sandbox;
+	/**
+	 * Directory of the seccomp policy files (virtio_blk.policy, ...);
+	 * NULL: the installed ones. A missing or malformed policy makes
+	 * vm_add_*() fail before the guest starts.
+	 */
+	const char *seccomp_policy_dir;
 };
 
 /** The most vCPUs a VM may have. */

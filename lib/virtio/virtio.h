@@ -66,6 +66,16 @@ struct virtio_device_ops {
 	void (*reset)(void *dev);
 	/* Free the device (after reset). */
 	void (*destroy)(void *dev);
+	/*
+	 * Optional, for the sandbox (lib/virtio/proxy.c): write the file
+	 * descriptors the device uses into @fds[0..max) (its backend: disk
+	 * image, the disk's eventfd and io_uring, a tap; its own eventfds;
+	 * guest RAM's memfd if it touches the fd) and return how many there
+	 * are, which may exceed @max (the caller then refuses), or -errno.
+	 * Every other descriptor is closed in the device's child process.
+	 * NULL: the device needs none.
+	 */
+	int (*keep_fds)(void *dev, int *fds, int max);
 };
 
 struct virtio_device {

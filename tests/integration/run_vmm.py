@@ -311,6 +311,29 @@ def report_error(st, out, err, needle, what):
     check(needle in err, "%s: stderr %r lacks %r" % (what, err, needle))
 
 
+def case_sandbox_cli():
+    """Policy problems are refused before the guest starts; no device process outlives vmm-run."""
+    img = write("sbx.img", b"\0" * (1 << 20))
+    expect_error(["run", "--rwdisk", img, "--seccomp-policy-dir", os.path.join(tmp, "nopolicies"), bzimage],
+                 "cannot open policy", what="missing policy directory")
+    bad = os.path.join(tmp, "badpolicies")
+    src = os.environ.get("LIBVMM_SECCOMP_POLICY_DIR", "")
+    shutil.copytree(src, bad)
+    with open(os.path.join(bad, "virtio_rng.policy"), "a") as f:
+        f.write("no_such_syscall_at_all\n")
+    expect_error(["run", "--seccomp-policy-dir", bad, bzimage], "virtio_rng.policy line",
+                 what="malformed policy")
+    # Sandboxed devices are forked by vm_add_*(); when vmm-run ends (here: for want of KVM, or
+    # after the guest), none of them may be left behind.
+    p = subprocess.Popen([vmm, "run", "--rwdisk", img, bzimage], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.communicate(timeout=TIMEOUT)
+    # The device processes are forks of vmm-run: same command line, which names the image.
+    left = subprocess.run(["pgrep", "-f", img], capture_output=True, text=True).stdout.split()
+    check(not left, "no device process left behind: %r" % left)
+    st, out, err = run(["run", "--disable-sandbox", "--rwdisk", img, bzimage])
+    check("policy" not in err, "--disable-sandbox needs no policies: %r" % err)
+
+
 # ---- cases that boot the test guest under KVM ----
 
 

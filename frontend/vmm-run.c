@@ -202,6 +202,57 @@ static int cmd_control(const char *name, enum vm_control_command cmd, int argc, 
 	return ret;
 }
 
+/* vmm-run create_qcow2 PATH [SIZE] [--cluster-size BYTES] [--backing FILE] */
+static int cmd_create_qcow2(int argc, char *argv[])
+{
+	const char *path = NULL, *size_s = NULL, *backing = NULL;
+	uint64_t size = 0, cluster = 0;
+	char err[ARGS_ERR_MAX];
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+
+		if ((!strcmp(a, "--cluster-size") || !strcmp(a, "--backing")) && i + 1 >= argc) {
+			fprintf(stderr, "vmm-run: option '%s' needs a value\n", a);
+			return 1;
+		}
+		if (!strcmp(a, "--cluster-size")) {
+			if (parse_size("--cluster-size", argv[++i], &cluster, err, sizeof(err)) < 0 ||
+			    cluster > (2u << 20)) {
+				fprintf(stderr, "vmm-run: %s\n",
+					cluster > (2u << 20) ? "--cluster-size: at most 2M" : err);
+				return 1;
+			}
+		} else if (!strcmp(a, "--backing")) {
+			backing = argv[++i];
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "vmm-run: unknown option '%s'\n", a);
+			return 1;
+		} else if (!path) {
+			path = a;
+		} else if (!size_s) {
+			size_s = a;
+		} else {
+			fprintf(stderr, "vmm-run: unexpected argument '%s'\n", a);
+			return 1;
+		}
+	}
+	if (!path || (!size_s && !backing)) {
+		fprintf(stderr, "vmm-run: usage: vmm-run create_qcow2 PATH SIZE [--cluster-size BYTES] "
+				"[--backing FILE]\n");
+		return 1;
+	}
+	if (size_s && parse_size("SIZE", size_s, &size, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmm-run: %s\n", err);
+		return 1;
+	}
+	if (vm_create_qcow2(path, size, (uint32_t)cluster, backing) < 0) {
+		fprintf(stderr, "vmm-run: %s\n", vm_last_error(NULL));
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL;
@@ -220,6 +271,8 @@ int main(int argc, char *argv[])
 	}
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(cmd, "create_qcow2"))
+		return cmd_create_qcow2(argc - 2, argv + 2);
 	for (size_t i = 0; i < sizeof(control_cmds) / sizeof(control_cmds[0]); i++)
 		if (!strcmp(cmd, control_cmds[i].name))
 			return cmd_control(cmd, control_cmds[i].cmd, argc - 2, argv + 2);

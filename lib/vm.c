@@ -19,6 +19,7 @@
 #include "lib/x86/bootparams.h"
 #include "lib/x86/cpu.h"
 #include "devices/disk.h"
+#include "devices/qcow2.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_rng.h"
 
@@ -417,8 +418,9 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	err_clear(&vm->err);
 	if (!path || !path[0])
 		return err_set(&vm->err, EINVAL, "disk: no path given");
-	if (flags & ~(VM_DISK_READ_ONLY | VM_DISK_ROOT))
-		return err_set(&vm->err, EINVAL, "disk %s: unknown flags 0x%x", path, flags);
+	if (flags & ~(VM_DISK_READ_ONLY | VM_DISK_ROOT | VM_DISK_FORMAT_RAW | VM_DISK_FORMAT_QCOW2) ||
+	    (flags & VM_DISK_FORMAT_RAW && flags & VM_DISK_FORMAT_QCOW2))
+		return err_set(&vm->err, EINVAL, "disk %s: bad flags 0x%x", path, flags);
 	ret = vm_check_can_add(vm);
 	if (ret < 0)
 		return ret;
@@ -427,9 +429,18 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	if (vm->nblk >= 26)
 		return err_set(&vm->err, ENOSPC, "disk %s: at most 26 disks", path);
 	snprintf(name, sizeof(name), "vd%c", 'a' + vm->nblk);
-	ret = disk_open(path, ro, &disk, &vm->err);
-	if (ret < 0)
-		return ret;
+	{
+		struct disk_opts o = {
+			.flags = ro ? DISK_OPEN_READ_ONLY : 0,
+			.format = flags & VM_DISK_FORMAT_RAW	? DISK_FORMAT_RAW
+				  : flags & VM_DISK_FORMAT_QCOW2 ? DISK_FORMAT_QCOW2
+								  : DISK_FORMAT_DETECT,
+		};
+
+		ret = disk_open_opts(path, &o, &disk, &vm->err);
+		if (ret < 0)
+			return ret;
+	}
 	ret = virtio_blk_create(disk, name, &dev, &vm->err);
 	if (ret < 0)
 		return ret;
@@ -448,6 +459,27 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	vm->have_root |= root;
 	vm->nblk++;
 	return 0;
+}
+
+int vm_create_qcow2(const char *path, uint64_t size, uint32_t cluster_size, const char *backing)
+{
+	unsigned int bits = 0;
+	struct vmm_err err;
+	int ret;
+
+	err_clear(&err);
+	if (cluster_size) {
+		while (bits < 32 && (1u << bits) < cluster_size)
+			bits++;
+		if ((1u << bits) != cluster_size) {
+			ret = err_set(&err, EINVAL, "cluster size %u is not a power of two", cluster_size);
+			goto out;
+		}
+	}
+	ret = qcow2_create(path, size, bits, backing, &err);
+out:
+	vm_client_error_set(&err);
+	return ret;
 }
 
 int vm_add_disk_fd(struct vm *vm, int fd, uint32_t flags)

@@ -144,6 +144,14 @@ LIBVMM_API int vm_create(const struct vm_config *cfg, struct vm **out);
  * At most one disk per VM.
  */
 #define VM_DISK_ROOT (1u << 1)
+/**
+ * The image's format. Neither flag: detected from the file's first bytes
+ * (qcow2 magic, else raw), never from its name. Security: a guest that can
+ * write a raw image can put a qcow2 header naming a host file as backing
+ * file into it; open such images with VM_DISK_FORMAT_RAW.
+ */
+#define VM_DISK_FORMAT_RAW (1u << 2)
+#define VM_DISK_FORMAT_QCOW2 (1u << 3)
 
 /**
  * Add a virtio-blk disk backed by the raw image at @path. Disks appear to the
@@ -164,6 +172,18 @@ LIBVMM_API int vm_create(const struct vm_config *cfg, struct vm **out);
  * sector range against the image size.
  */
 LIBVMM_API int vm_add_disk(struct vm *vm, const char *path, uint32_t flags);
+
+/**
+ * Create a qcow2 (version 3) image at @path like `qemu-img create -f qcow2`:
+ * @size bytes of virtual disk (0 with a backing file: the backing file's
+ * size), clusters of @cluster_size bytes (0: 64 KiB; a power of two from
+ * 4 KiB to 2 MiB), and an optional backing file (raw or qcow2, recorded as
+ * given; relative paths are resolved against the new image's directory).
+ * An existing file is not overwritten (-EEXIST). Returns 0 or -errno with
+ * a message in vm_last_error(NULL).
+ */
+LIBVMM_API int vm_create_qcow2(const char *path, uint64_t size, uint32_t cluster_size,
+			       const char *backing);
 
 /**
  * Like vm_add_disk(), for an image the caller has open as @fd. libvmm opens

@@ -4,7 +4,7 @@
 set -u
 so=$1 incdir=$2 build=$3
 fail=0
-expected="vm_add_balloon vm_add_disk vm_add_disk_fd vm_add_rng vm_add_tap vm_add_tap_fd vm_config_init vm_control_listen vm_control_path vm_control_send vm_create vm_destroy vm_event_fd vm_exit_reason_name vm_get_net_config vm_get_status vm_last_error vm_pause vm_resume vm_run vm_set_balloon vm_stop vm_version"
+expected="vm_add_balloon vm_add_disk vm_add_disk_fd vm_add_rng vm_add_tap vm_add_tap_fd vm_config_init vm_control_listen vm_control_path vm_control_send vm_create vm_create_qcow2 vm_destroy vm_event_fd vm_exit_reason_name vm_get_net_config vm_get_status vm_last_error vm_pause vm_resume vm_run vm_set_balloon vm_stop vm_version"
 got=$(nm -D --defined-only "$so" | awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' | sort | tr '\n' ' ' | sed 's/ $//')
 if [ "$got" != "$expected" ]; then
 	echo "FAIL: exported symbols are '$got', expected '$expected'"

@@ -417,8 +417,8 @@ def case_crash(env):
 # ---- bench: random 4 KiB reads, qcow2 against raw ----
 
 def case_bench(env):
-    """Best of 7 alternating runs each. The 15% bound is enforced only on a quiet machine
-    (load average below the CPU count): elsewhere the figures are reported."""
+    """Best of 7 alternating runs each; prints the figures and the ratios (a benchmark, run by
+    `meson test --benchmark`: timed assertions do not belong in tests)."""
     size = 256 * MIB
     raw = env.path("bench.raw")
     with open(raw, "wb") as f:
@@ -429,7 +429,7 @@ def case_bench(env):
     over = env.path("bench-over.qcow2")
     qemu_img("create", "-f", "qcow2", "-b", raw, "-F", "raw", over)
     cmd = ["bench-read 200000 4096 1"]
-    quiet = os.getloadavg()[0] < (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
     for engine in [[], ["--threads"]]:
         results = {"raw": [], "qcow2": [], "overlay": []}
         for i in range(7):
@@ -441,9 +441,7 @@ def case_bench(env):
         log("bench %s: random 4 KiB reads, raw %.0f iops, qcow2 %.0f iops (ratio %.3f), "
             "qcow2 over raw backing %.0f iops (ratio %.3f)%s" %
             (engine[0][2:] if engine else "default engine", r, q, q / r, o, o / r,
-             "" if quiet else " [busy machine: not enforced]"))
-        if quiet and q < 0.85 * r:
-            raise SystemExit("FAIL: qcow2 random reads are more than 15% slower than raw")
+             " [busy machine: figures are noisy]" if busy else ""))
 
 
 def main():

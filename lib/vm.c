@@ -64,8 +64,6 @@ const char *vm_exit_reason_name(int reason)
 	}
 }
 
-/* vm_control_send() reports through the same per-thread message. */
-void vm_client_error_set(const struct vmm_err *e);
 void vm_client_error_set(const struct vmm_err *e)
 {
 	create_err = *e;
@@ -383,28 +381,36 @@ int vm_add_virtio(struct vm *vm, struct virtio_device dev, struct virtio_pci **o
 	return 0;
 }
 
-/* Append @arg to the command line and rewrite boot_params; undone on failure. */
-static int vm_append_cmdline(struct vm *vm, const char *arg)
+/*
+ * Make @c (malloc'ed; this takes it) the guest's command line and rewrite
+ * boot_params. On failure (too long for the kernel) the old one stays.
+ */
+static int vm_set_cmdline(struct vm *vm, char *c)
 {
-	size_t n = strlen(vm->cmdline) + 1 + strlen(arg) + 1;
-	char *old = vm->cmdline, *c = malloc(n);
-	struct boot_setup bs;
-	int ret;
+	struct boot_setup bs = { &vm->kernel, c, vm->initrd_addr, vm->initrd_size, vm->rsdp };
+	int ret = bootparams_write(&vm->mem, &bs, &vm->err);
 
-	if (!c)
-		return err_set(&vm->err, ENOMEM, "out of memory");
-	snprintf(c, n, "%s %s", old, arg);
-	bs = (struct boot_setup){ &vm->kernel, c, vm->initrd_addr, vm->initrd_size, vm->rsdp };
-	ret = bootparams_write(&vm->mem, &bs, &vm->err);
 	if (ret < 0) {
-		bs.cmdline = old;
+		bs.cmdline = vm->cmdline;
 		bootparams_write(&vm->mem, &bs, NULL);
 		free(c);
 		return ret;
 	}
+	free(vm->cmdline);
 	vm->cmdline = c;
-	free(old);
 	return 0;
+}
+
+/* Append @arg to the command line; the old one stays on failure. */
+static int vm_append_cmdline(struct vm *vm, const char *arg)
+{
+	size_t n = strlen(vm->cmdline) + 1 + strlen(arg) + 1;
+	char *c = malloc(n);
+
+	if (!c)
+		return err_set(&vm->err, ENOMEM, "out of memory");
+	snprintf(c, n, "%s %s", vm->cmdline, arg);
+	return vm_set_cmdline(vm, c);
 }
 
 int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
@@ -412,7 +418,7 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	bool ro = flags & VM_DISK_READ_ONLY, root = flags & VM_DISK_ROOT;
 	struct virtio_device dev;
 	struct disk *disk;
-	char name[8], arg[32];
+	char name[8], arg[32], *old_cmdline = NULL;
 	int ret;
 
 	err_clear(&vm->err);
@@ -446,16 +452,24 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 		return ret;
 	if (root) {
 		/* Check that root= fits before the device becomes visible. */
+		old_cmdline = strdup(vm->cmdline);
 		snprintf(arg, sizeof(arg), "root=/dev/%s %s", name, ro ? "ro" : "rw");
-		ret = vm_append_cmdline(vm, arg);
+		ret = old_cmdline ? vm_append_cmdline(vm, arg)
+				  : err_set(&vm->err, ENOMEM, "out of memory");
 		if (ret < 0) {
+			free(old_cmdline);
 			dev.ops->destroy(dev.dev);
 			return ret;
 		}
 	}
 	ret = vm_add_virtio(vm, dev, NULL);
-	if (ret < 0)
+	if (ret < 0) {
+		/* The disk is not there: neither is its root= argument. */
+		if (old_cmdline)
+			vm_set_cmdline(vm, old_cmdline);
 		return ret;
+	}
+	free(old_cmdline);
 	vm->have_root |= root;
 	vm->nblk++;
 	return 0;

@@ -115,6 +115,12 @@ int vm_check_can_add(struct vm *vm);
 /* Close the control socket, if any (lib/vm_control.c). */
 void vm_control_close(struct vm *vm);
 
+/*
+ * Set the calling thread's message for vm_last_error(NULL): for calls that
+ * have no VM (vm_create, vm_control_send, vm_create_qcow2).
+ */
+void vm_client_error_set(const struct vmm_err *e);
+
 /* True once an exit has been requested. */
 bool vm_exiting(const struct vm *vm);
 

@@ -5,8 +5,6 @@
 
 #include "lib/vm.h"
 
-/* Set the calling thread's message for vm_last_error(NULL) (lib/vm.c). */
-void vm_client_error_set(const struct vmm_err *e);
 
 static void balloon_config_changed(void *ctx)
 {

@@ -169,7 +169,8 @@ static int perm_err(struct vmm_err *err, int e, const char *ifname, const char *
 {
 	/* A name template ("tap%d") is not a device name worth showing. */
 	if (strchr(ifname, '%'))
-		return err_set(err, e, "%s a tap device needs CAP_NET_ADMIN: %s", what, strerror(e));
+		return err_set(err, e, "%s a tap device needs CAP_NET_ADMIN: %s", what,
+			       strerror(e));
 	return err_set(err, e, "%s tap %s needs CAP_NET_ADMIN: %s", what, ifname, strerror(e));
 }
 

@@ -77,7 +77,8 @@ const char run_usage[] =
 	"                     balloon and status; removed when vmm-run exits\n"
 	"  -h, --help         print this help\n";
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -128,7 +129,8 @@ int parse_size(const char *name, const char *s, uint64_t *out, char *err, size_t
 	if (shift)
 		end++;
 	if (*end)
-		return fail(err, errlen, "%s: '%s' is not a size (a number with K, M or G)", name, s);
+		return fail(err, errlen, "%s: '%s' is not a size (a number with K, M or G)", name,
+			    s);
 	if (errno == ERANGE || v > (UINT64_MAX >> shift))
 		return fail(err, errlen, "%s: %s is too large", name, s);
 	*out = (uint64_t)v << shift;
@@ -171,10 +173,10 @@ int parse_mac(const char *name, const char *s, uint8_t mac[6], char *err, size_t
 	unsigned int b[6];
 	char tail;
 
-	if (strlen(s) != 17 ||
-	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-		   &tail) != 6)
-		return fail(err, errlen, "%s: '%s' is not a MAC address (xx:xx:xx:xx:xx:xx)", name, s);
+	if (strlen(s) != 17 || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3],
+				      &b[4], &b[5], &tail) != 6)
+		return fail(err, errlen, "%s: '%s' is not a MAC address (xx:xx:xx:xx:xx:xx)", name,
+			    s);
 	for (int i = 0; i < 6; i++)
 		mac[i] = (uint8_t)b[i];
 	if (mac[0] & 1)
@@ -202,7 +204,7 @@ static int add_param(struct run_opts *o, const char *p, char *err, size_t errlen
 static int add_disk(struct run_opts *o, const char *name, const char *path, bool writable,
 		    bool root, char *err, size_t errlen)
 {
-	struct disk_opt d = { path, writable, root };
+	struct disk_opt d = {path, writable, root};
 
 	if (!path[0])
 		return fail(err, errlen, "%s: empty path", name);
@@ -249,17 +251,25 @@ static const struct option_def {
 	bool has_arg;
 	enum opt_id id;
 } options[] = {
-	{ 'p', "params", true, OPT_PARAMS }, { 'c', "cpus", true, OPT_CPUS },
-	{ 'm', "mem", true, OPT_MEM },       { 'i', "initrd", true, OPT_INITRD },
-	{ 'r', "root", true, OPT_ROOT },     { 0, "rwroot", true, OPT_RWROOT },
-	{ 'd', "disk", true, OPT_DISK },     { 0, "rwdisk", true, OPT_RWDISK },
-	{ 0, "no-rng", false, OPT_NO_RNG },  { 0, "no-balloon", false, OPT_NO_BALLOON },
-	{ 's', "socket", true, OPT_SOCKET }, { 0, "tap-fd", true, OPT_TAP_FD },
-	{ 0, "host_ip", true, OPT_HOST_IP }, { 0, "netmask", true, OPT_NETMASK },
-	{ 0, "mac", true, OPT_MAC },         { 0, "disable-sandbox", false, OPT_NO_SANDBOX },
-	{ 'u', "multiprocess", false, OPT_MULTIPROCESS },
-	{ 0, "seccomp-policy-dir", true, OPT_POLICY_DIR },
-	{ 'h', "help", false, OPT_HELP },
+	{'p', "params", true, OPT_PARAMS},
+	{'c', "cpus", true, OPT_CPUS},
+	{'m', "mem", true, OPT_MEM},
+	{'i', "initrd", true, OPT_INITRD},
+	{'r', "root", true, OPT_ROOT},
+	{0, "rwroot", true, OPT_RWROOT},
+	{'d', "disk", true, OPT_DISK},
+	{0, "rwdisk", true, OPT_RWDISK},
+	{0, "no-rng", false, OPT_NO_RNG},
+	{0, "no-balloon", false, OPT_NO_BALLOON},
+	{'s', "socket", true, OPT_SOCKET},
+	{0, "tap-fd", true, OPT_TAP_FD},
+	{0, "host_ip", true, OPT_HOST_IP},
+	{0, "netmask", true, OPT_NETMASK},
+	{0, "mac", true, OPT_MAC},
+	{0, "disable-sandbox", false, OPT_NO_SANDBOX},
+	{'u', "multiprocess", false, OPT_MULTIPROCESS},
+	{0, "seccomp-policy-dir", true, OPT_POLICY_DIR},
+	{'h', "help", false, OPT_HELP},
 };
 
 /* Find the option @arg names; *inline_val gets "--opt=VAL" or "-oVAL" values. */
@@ -381,7 +391,7 @@ static int apply(struct run_opts *o, struct net_seen *seen, const struct option_
 int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, size_t errlen)
 {
 	bool only_args = false;
-	struct net_seen seen = { 0, 0, 0 };
+	struct net_seen seen = {0, 0, 0};
 
 	memset(o, 0, sizeof(*o));
 	for (int i = 0; i < argc; i++) {
@@ -391,8 +401,8 @@ int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, 
 
 		if (only_args || a[0] != '-' || a[1] == '\0') {
 			if (o->kernel) {
-				fail(err, errlen, "unexpected argument '%s' (the kernel is '%s')", a,
-				     o->kernel);
+				fail(err, errlen, "unexpected argument '%s' (the kernel is '%s')",
+				     a, o->kernel);
 				goto bad;
 			}
 			o->kernel = a;
@@ -423,12 +433,15 @@ int parse_run_args(int argc, char *const argv[], struct run_opts *o, char *err, 
 	}
 	if (seen.host_ip || seen.netmask || seen.mac) {
 		if (o->ntap_fds) {
-			fail(err, errlen, "--tap-fd cannot be combined with --host_ip, --netmask or --mac");
+			fail(err, errlen,
+			     "--tap-fd cannot be combined with --host_ip, --netmask or --mac");
 			goto bad;
 		}
 		if (!seen.host_ip || !seen.netmask || !seen.mac) {
 			fail(err, errlen, "--host_ip, --netmask and --mac go together (missing %s)",
-			     !seen.host_ip ? "--host_ip" : !seen.netmask ? "--netmask" : "--mac");
+			     !seen.host_ip   ? "--host_ip"
+			     : !seen.netmask ? "--netmask"
+					     : "--mac");
 			goto bad;
 		}
 		o->tap_create = true;

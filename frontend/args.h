@@ -19,21 +19,22 @@ struct disk_opt {
 
 /* Options of `vmm-run run`. */
 struct run_opts {
-	struct disk_opt disks[RUN_MAX_DISKS]; /* in guest order: the root disk first, then as given */
+	struct disk_opt
+		disks[RUN_MAX_DISKS]; /* in guest order: the root disk first, then as given */
 	unsigned int ndisks;
 	bool no_rng;
 	bool no_balloon;
-	const char *socket; /* -s: control socket path or directory */
-	bool no_sandbox;    /* --disable-sandbox */
-	const char *policy_dir; /* --seccomp-policy-dir */
+	const char *socket;	    /* -s: control socket path or directory */
+	bool no_sandbox;	    /* --disable-sandbox */
+	const char *policy_dir;	    /* --seccomp-policy-dir */
 	int tap_fds[RUN_MAX_DISKS]; /* --tap-fd, in order */
 	unsigned int ntap_fds;
-	bool tap_create; /* --host_ip/--netmask/--mac given (all three) */
+	bool tap_create;	   /* --host_ip/--netmask/--mac given (all three) */
 	uint32_t host_ip, netmask; /* host byte order */
 	uint8_t mac[6];
 	const char *kernel;
 	const char *initrd;
-	char *params; /* -p values joined by spaces, malloc'ed, or NULL */
+	char *params;	      /* -p values joined by spaces, malloc'ed, or NULL */
 	unsigned int cpus;    /* 0: not given */
 	unsigned int mem_mib; /* 0: not given */
 	bool help;

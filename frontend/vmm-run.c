@@ -65,7 +65,8 @@ static int add_devices(struct vm *vm, const struct run_opts *o)
 {
 	for (unsigned int i = 0; i < o->ndisks; i++) {
 		const struct disk_opt *d = &o->disks[i];
-		uint32_t flags = (d->writable ? 0 : VM_DISK_READ_ONLY) | (d->root ? VM_DISK_ROOT : 0);
+		uint32_t flags =
+			(d->writable ? 0 : VM_DISK_READ_ONLY) | (d->root ? VM_DISK_ROOT : 0);
 		int ret = vm_add_disk(vm, d->path, flags);
 
 		if (ret < 0)
@@ -143,8 +144,8 @@ static int cmd_run(int argc, char *argv[])
 		if (ret < 0)
 			fprintf(stderr, "vmm-run: %s\n", vm_last_error(vm));
 		else
-			fprintf(stderr, "vmm-run: guest stopped: %s: %s\n", vm_exit_reason_name(ret),
-				vm_last_error(vm));
+			fprintf(stderr, "vmm-run: guest stopped: %s: %s\n",
+				vm_exit_reason_name(ret), vm_last_error(vm));
 		ret = 1;
 		break;
 	}
@@ -156,12 +157,12 @@ static const struct {
 	const char *name;
 	enum vm_control_command cmd;
 } control_cmds[] = {
-	{ "stop", VM_CONTROL_STOP },       { "suspend", VM_CONTROL_SUSPEND },
-	{ "resume", VM_CONTROL_RESUME },   { "balloon", VM_CONTROL_BALLOON },
-	{ "status", VM_CONTROL_STATUS },
+	{"stop", VM_CONTROL_STOP},     {"suspend", VM_CONTROL_SUSPEND},
+	{"resume", VM_CONTROL_RESUME}, {"balloon", VM_CONTROL_BALLOON},
+	{"status", VM_CONTROL_STATUS},
 };
 
-static const char *const state_names[] = { "created", "running", "paused", "stopped" };
+static const char *const state_names[] = {"created", "running", "paused", "stopped"};
 
 /* vmm-run stop|suspend|resume|status SOCKET... and balloon SIZE SOCKET... */
 static int cmd_control(const char *name, enum vm_control_command cmd, int argc, char *argv[])
@@ -183,7 +184,7 @@ static int cmd_control(const char *name, enum vm_control_command cmd, int argc, 
 		return 1;
 	}
 	for (int i = first; i < argc; i++) {
-		struct vm_status st = { .struct_size = sizeof(st) };
+		struct vm_status st = {.struct_size = sizeof(st)};
 
 		if (vm_control_send(argv[i], cmd, size, &st) < 0) {
 			fprintf(stderr, "vmm-run: %s\n", vm_last_error(NULL));
@@ -194,8 +195,8 @@ static int cmd_control(const char *name, enum vm_control_command cmd, int argc, 
 			printf("%s%sstate=%s vcpus=%u mem_mib=%llu balloon_target_mib=%llu "
 			       "balloon_actual_mib=%llu\n",
 			       argc - first > 1 ? argv[i] : "", argc - first > 1 ? ": " : "",
-			       (unsigned)st.state < 4 ? state_names[st.state] : "unknown",
-			       st.vcpus, (unsigned long long)(st.mem_bytes >> 20),
+			       (unsigned)st.state < 4 ? state_names[st.state] : "unknown", st.vcpus,
+			       (unsigned long long)(st.mem_bytes >> 20),
 			       (unsigned long long)(st.balloon_target_bytes >> 20),
 			       (unsigned long long)(st.balloon_actual_bytes >> 20));
 	}
@@ -217,7 +218,8 @@ static int cmd_create_qcow2(int argc, char *argv[])
 			return 1;
 		}
 		if (!strcmp(a, "--cluster-size")) {
-			if (parse_size("--cluster-size", argv[++i], &cluster, err, sizeof(err)) < 0 ||
+			if (parse_size("--cluster-size", argv[++i], &cluster, err, sizeof(err)) <
+				    0 ||
 			    cluster > (2u << 20)) {
 				fprintf(stderr, "vmm-run: %s\n",
 					cluster > (2u << 20) ? "--cluster-size: at most 2M" : err);
@@ -238,8 +240,9 @@ static int cmd_create_qcow2(int argc, char *argv[])
 		}
 	}
 	if (!path || (!size_s && !backing)) {
-		fprintf(stderr, "vmm-run: usage: vmm-run create_qcow2 PATH SIZE [--cluster-size BYTES] "
-				"[--backing FILE]\n");
+		fprintf(stderr,
+			"vmm-run: usage: vmm-run create_qcow2 PATH SIZE [--cluster-size BYTES] "
+			"[--backing FILE]\n");
 		return 1;
 	}
 	if (size_s && parse_size("SIZE", size_s, &size, err, sizeof(err)) < 0) {

@@ -60,7 +60,7 @@ int bus_register(struct bus *b, uint64_t base, uint64_t len, bus_handler_fn fn, 
 		b->cap = ncap;
 	}
 	memmove(&b->ranges[i + 1], &b->ranges[i], (b->count - i) * sizeof(b->ranges[0]));
-	b->ranges[i] = (struct bus_range){ base, len, fn, opaque };
+	b->ranges[i] = (struct bus_range){base, len, fn, opaque};
 	b->count++;
 out:
 	pthread_rwlock_unlock(&b->lock);

@@ -36,17 +36,17 @@ int kvm_open(struct kvm *k, const char *dev, struct vmm_err *err)
 		long ext;
 		const char *name;
 	} needed[] = {
-		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
-		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
-		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
-		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
-		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
-		{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD" },
-		{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD" },
-		{ KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING" },
-		{ KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI" },
+		{KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+		{KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+		{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+		{KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+		{KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+		{KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
+		{KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
+		{KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"},
+		{KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI"},
 	};
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	int ret, v;
 
 	memset(k, 0, sizeof(*k));
@@ -59,8 +59,8 @@ int kvm_open(struct kvm *k, const char *dev, struct vmm_err *err)
 		int e = errno;
 
 		if (e == ENOENT || e == ENODEV || e == ENXIO)
-			return err_set(err, ENODEV, "%s: KVM is not available on this host (%s)", dev,
-				       strerror(e));
+			return err_set(err, ENODEV, "%s: KVM is not available on this host (%s)",
+				       dev, strerror(e));
 		return err_set(err, e, "cannot open %s: %s", dev, strerror(e));
 	}
 	v = ioctl(k->sys_fd, KVM_GET_API_VERSION, 0);
@@ -145,7 +145,7 @@ int kvm_set_memory(struct kvm *k, uint32_t slot, uint64_t gpa, uint64_t size, vo
 
 int kvm_irq_line(struct kvm *k, uint32_t gsi, int level)
 {
-	struct kvm_irq_level l = { .irq = gsi, .level = (uint32_t)level };
+	struct kvm_irq_level l = {.irq = gsi, .level = (uint32_t)level};
 
 	return ioctl(k->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
 }
@@ -191,8 +191,8 @@ static int kvm_commit_routes(struct kvm *k)
 		if (gsi < 16) {
 			r->entries[n].gsi = gsi;
 			r->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-			r->entries[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER
-								  : KVM_IRQCHIP_PIC_SLAVE;
+			r->entries[n].u.irqchip.irqchip =
+				gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
 			r->entries[n].u.irqchip.pin = gsi % 8;
 			n++;
 		}
@@ -247,7 +247,7 @@ int kvm_msi_irqfd_set(struct kvm *k, int fd, uint64_t addr, uint32_t data)
 	m->data = data;
 	ret = kvm_commit_routes(k);
 	if (ret == 0 && bind) {
-		struct kvm_irqfd irqfd = { .fd = (uint32_t)fd, .gsi = m->gsi };
+		struct kvm_irqfd irqfd = {.fd = (uint32_t)fd, .gsi = m->gsi};
 
 		if (ioctl(k->vm_fd, KVM_IRQFD, &irqfd) < 0)
 			ret = -errno;

@@ -11,7 +11,7 @@
 #include <pthread.h>
 
 /* GSIs 0-23 are the irqchip pins; MSI routes take GSIs from here up. */
-#define KVM_MSI_GSI_BASE 24
+#define KVM_MSI_GSI_BASE   24
 #define KVM_MAX_MSI_ROUTES 256
 
 /* One MSI route bound to an irqfd. */
@@ -25,7 +25,7 @@ struct kvm_msi_route {
 struct kvm {
 	int sys_fd; /* /dev/kvm */
 	int vm_fd;
-	int run_size; /* KVM_GET_VCPU_MMAP_SIZE */
+	int run_size;		  /* KVM_GET_VCPU_MMAP_SIZE */
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID result */
 	pthread_mutex_t routes_lock;
 	struct kvm_msi_route routes[KVM_MAX_MSI_ROUTES];

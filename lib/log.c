@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-static const char *const level_names[] = { "error", "warning", "info", "debug" };
+static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
 void log_msg(const struct vmm_log *l, enum vm_log_level level, const char *fmt, ...)
 {
@@ -24,6 +24,7 @@ void log_msg(const struct vmm_log *l, enum vm_log_level level, const char *fmt, 
 		int n = snprintf(line, sizeof(line), "libvmm: %s: %s\n", level_names[level], buf);
 
 		if (n > 0)
-			(void)!write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+			(void)!write(STDERR_FILENO, line,
+				     (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 	}
 }

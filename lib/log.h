@@ -5,7 +5,7 @@
 #include "libvmm/libvmm.h"
 
 struct vmm_log {
-	vm_log_fn fn;       /* NULL: the default, one line to stderr */
+	vm_log_fn fn; /* NULL: the default, one line to stderr */
 	void *opaque;
 	enum vm_log_level max;
 };

@@ -23,8 +23,8 @@ int gm_init(struct guest_mem *m, uint64_t mem_bytes, struct vmm_err *err)
 			      (unsigned long long)(mem_bytes >> 20), strerror(errno));
 		goto fail;
 	}
-	m->base = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		       m->fd, 0);
+	m->base =
+		mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
 	if (m->base == MAP_FAILED) {
 		m->base = NULL;
 		ret = err_set(err, errno, "cannot map %llu MiB of guest RAM: %s",
@@ -32,11 +32,11 @@ int gm_init(struct guest_mem *m, uint64_t mem_bytes, struct vmm_err *err)
 		goto fail;
 	}
 	m->total = mem_bytes;
-	m->regions[0] = (struct gm_region){ 0, r.low_size, m->base, 0 };
+	m->regions[0] = (struct gm_region){0, r.low_size, m->base, 0};
 	m->nregions = 1;
 	if (r.high_size) {
-		m->regions[1] = (struct gm_region){ LAYOUT_MMIO_HOLE_END, r.high_size,
-						    m->base + r.low_size, r.low_size };
+		m->regions[1] = (struct gm_region){LAYOUT_MMIO_HOLE_END, r.high_size,
+						   m->base + r.low_size, r.low_size};
 		m->nregions = 2;
 	}
 	return 0;
@@ -52,7 +52,7 @@ void gm_init_fake(struct guest_mem *m, void *buf, uint64_t size)
 	m->fd = -1;
 	m->base = buf;
 	m->total = size;
-	m->regions[0] = (struct gm_region){ 0, size, buf, 0 };
+	m->regions[0] = (struct gm_region){0, size, buf, 0};
 	m->nregions = 1;
 }
 

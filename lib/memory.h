@@ -12,9 +12,9 @@
 
 /* One contiguous range of guest-physical RAM. */
 struct gm_region {
-	uint64_t gpa;  /* guest-physical start */
-	uint64_t size; /* bytes */
-	uint8_t *host; /* host address of gpa */
+	uint64_t gpa;	    /* guest-physical start */
+	uint64_t size;	    /* bytes */
+	uint8_t *host;	    /* host address of gpa */
 	uint64_t fd_offset; /* offset of gpa in the backing fd */
 };
 
@@ -22,9 +22,9 @@ struct gm_region {
 struct guest_mem {
 	struct gm_region regions[GM_MAX_REGIONS];
 	unsigned int nregions;
-	int fd;           /* memfd backing all of RAM, or -1 (tests on plain memory) */
-	uint8_t *base;    /* the whole mapping, fd offset 0 */
-	uint64_t total;   /* bytes of RAM */
+	int fd;		/* memfd backing all of RAM, or -1 (tests on plain memory) */
+	uint8_t *base;	/* the whole mapping, fd offset 0 */
+	uint64_t total; /* bytes of RAM */
 };
 
 /*

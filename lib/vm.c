@@ -1,4 +1,5 @@
-/* VM assembly: config checks, guest memory, kernel and tables, vCPUs, legacy devices, run and stop. */
+/* VM assembly: config checks, guest memory, kernel and tables, vCPUs, legacy devices, run and stop.
+ */
 #include "vm.h"
 
 #include <errno.h>
@@ -24,7 +25,7 @@
 #include "devices/virtio_rng.h"
 
 #define DEFAULT_MEM_MIB 256
-#define MIN_MEM_MIB 16
+#define MIN_MEM_MIB	16
 #define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
 /* The last vm_create() error of this thread, for vm_last_error(NULL). */
@@ -109,7 +110,8 @@ static void config_copy(struct vm_config *dst, const struct vm_config *src)
 static int config_check(struct vm *vm, const struct vm_config *cfg, struct vmm_err *err)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	uint64_t host_mib = (pages > 0 && psize > 0) ? ((uint64_t)pages * (uint64_t)psize) >> 20 : 0;
+	uint64_t host_mib =
+		(pages > 0 && psize > 0) ? ((uint64_t)pages * (uint64_t)psize) >> 20 : 0;
 
 	if (!cfg || cfg->struct_size < offsetof(struct vm_config, log))
 		return err_set(err, EINVAL, "vm_config.struct_size is not set");
@@ -133,7 +135,7 @@ static int config_check(struct vm *vm, const struct vm_config *cfg, struct vmm_e
 	if ((unsigned)vm->cfg.log_level > VM_LOG_DEBUG)
 		vm->cfg.log_level = VM_LOG_DEBUG;
 	vm->ncpus = vm->cfg.vcpus;
-	vm->log = (struct vmm_log){ vm->cfg.log, vm->cfg.log_opaque, vm->cfg.log_level };
+	vm->log = (struct vmm_log){vm->cfg.log, vm->cfg.log_opaque, vm->cfg.log_level};
 	return 0;
 }
 
@@ -155,7 +157,7 @@ static int load_guest(struct vm *vm, struct vmm_err *err)
 	uint8_t *img = NULL, *initrd = NULL;
 	size_t img_size = 0, initrd_size = 0;
 	uint64_t initrd_addr = 0, rsdp = 0;
-	struct acpi_config ac = { .ncpus = vm->ncpus };
+	struct acpi_config ac = {.ncpus = vm->ncpus};
 	struct boot_setup bs;
 	int ret;
 
@@ -184,7 +186,7 @@ static int load_guest(struct vm *vm, struct vmm_err *err)
 	vm->initrd_addr = initrd_addr;
 	vm->initrd_size = initrd_size;
 	vm->rsdp = rsdp;
-	bs = (struct boot_setup){ &vm->kernel, vm->cmdline, initrd_addr, initrd_size, rsdp };
+	bs = (struct boot_setup){&vm->kernel, vm->cmdline, initrd_addr, initrd_size, rsdp};
 	ret = bootparams_write(&vm->mem, &bs, err);
 	if (ret < 0)
 		goto out;
@@ -274,10 +276,10 @@ static int add_devices(struct vm *vm, struct vmm_err *err)
 {
 	int ret;
 
-	vm->irq = (struct irq_chip){ irq_kvm, vm };
-	vm->plat = (struct virtio_platform){ plat_add_ioeventfd, plat_del_ioeventfd,
-					     plat_set_msi_irqfd, plat_clear_msi_irqfd,
-					     plat_signal_msi, vm };
+	vm->irq = (struct irq_chip){irq_kvm, vm};
+	vm->plat = (struct virtio_platform){plat_add_ioeventfd, plat_del_ioeventfd,
+					    plat_set_msi_irqfd, plat_clear_msi_irqfd,
+					    plat_signal_msi,	vm};
 	vm->com1 = serial_create(&vm->irq, IRQ_COM1, vm->cfg.console_out_fd);
 	vm->cmos = cmos_create(vm->mem.regions[0].size,
 			       vm->mem.nregions > 1 ? vm->mem.regions[1].size : 0);
@@ -316,7 +318,8 @@ static int setup_kvm(struct vm *vm, struct vmm_err *err)
 	}
 	if (pvm)
 		log_msg(&vm->log, VM_LOG_INFO,
-			"host KVM is nested PVM: hiding CPU features it cannot run in guest ring 0");
+			"host KVM is nested PVM: hiding CPU features it cannot run in guest ring "
+			"0");
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		struct kvm_cpuid2 *cpuid;
 
@@ -387,7 +390,7 @@ int vm_add_virtio(struct vm *vm, struct virtio_device dev, struct virtio_pci **o
  */
 static int vm_set_cmdline(struct vm *vm, char *c)
 {
-	struct boot_setup bs = { &vm->kernel, c, vm->initrd_addr, vm->initrd_size, vm->rsdp };
+	struct boot_setup bs = {&vm->kernel, c, vm->initrd_addr, vm->initrd_size, vm->rsdp};
 	int ret = bootparams_write(&vm->mem, &bs, &vm->err);
 
 	if (ret < 0) {
@@ -424,7 +427,8 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	err_clear(&vm->err);
 	if (!path || !path[0])
 		return err_set(&vm->err, EINVAL, "disk: no path given");
-	if (flags & ~(VM_DISK_READ_ONLY | VM_DISK_ROOT | VM_DISK_FORMAT_RAW | VM_DISK_FORMAT_QCOW2) ||
+	if (flags & ~(VM_DISK_READ_ONLY | VM_DISK_ROOT | VM_DISK_FORMAT_RAW |
+		      VM_DISK_FORMAT_QCOW2) ||
 	    (flags & VM_DISK_FORMAT_RAW && flags & VM_DISK_FORMAT_QCOW2))
 		return err_set(&vm->err, EINVAL, "disk %s: bad flags 0x%x", path, flags);
 	ret = vm_check_can_add(vm);
@@ -438,9 +442,9 @@ int vm_add_disk(struct vm *vm, const char *path, uint32_t flags)
 	{
 		struct disk_opts o = {
 			.flags = ro ? DISK_OPEN_READ_ONLY : 0,
-			.format = flags & VM_DISK_FORMAT_RAW	? DISK_FORMAT_RAW
+			.format = flags & VM_DISK_FORMAT_RAW	 ? DISK_FORMAT_RAW
 				  : flags & VM_DISK_FORMAT_QCOW2 ? DISK_FORMAT_QCOW2
-								  : DISK_FORMAT_DETECT,
+								 : DISK_FORMAT_DETECT,
 		};
 
 		ret = disk_open_opts(path, &o, &disk, &vm->err);
@@ -486,7 +490,8 @@ int vm_create_qcow2(const char *path, uint64_t size, uint32_t cluster_size, cons
 		while (bits < 32 && (1u << bits) < cluster_size)
 			bits++;
 		if ((1u << bits) != cluster_size) {
-			ret = err_set(&err, EINVAL, "cluster size %u is not a power of two", cluster_size);
+			ret = err_set(&err, EINVAL, "cluster size %u is not a power of two",
+				      cluster_size);
 			goto out;
 		}
 	}
@@ -630,9 +635,9 @@ static void *console_thread(void *arg)
 	pthread_setname_np(pthread_self(), "console");
 	while (!vm_exiting(vm)) {
 		struct pollfd p[3] = {
-			{ .fd = vm->exit_fd, .events = POLLIN },
-			{ .fd = serial_rx_space_fd(vm->com1), .events = POLLIN },
-			{ .fd = (in_open && have == 0) ? in : -1, .events = POLLIN },
+			{.fd = vm->exit_fd, .events = POLLIN},
+			{.fd = serial_rx_space_fd(vm->com1), .events = POLLIN},
+			{.fd = (in_open && have == 0) ? in : -1, .events = POLLIN},
 		};
 
 		if (have) {
@@ -687,8 +692,8 @@ void vm_vcpu_pause_point(struct vm *vm)
 	 * only writes exit_fd, which nobody reads, so it stays readable. */
 	while (atomic_load(&vm->pause_requested) && !vm_exiting(vm)) {
 		struct pollfd p[2] = {
-			{ .fd = vm->exit_fd, .events = POLLIN },
-			{ .fd = vm->resume_fd, .events = POLLIN },
+			{.fd = vm->exit_fd, .events = POLLIN},
+			{.fd = vm->resume_fd, .events = POLLIN},
 		};
 
 		poll(p, 2, -1);
@@ -817,7 +822,8 @@ int vm_run(struct vm *vm)
 	if (vm->cfg.console_in_fd >= 0) {
 		ret = pthread_create(&vm->console_thread, NULL, console_thread, vm);
 		if (ret)
-			return err_set(err, ret, "cannot start the console thread: %s", strerror(ret));
+			return err_set(err, ret, "cannot start the console thread: %s",
+				       strerror(ret));
 		vm->console_started = true;
 	}
 	pthread_mutex_lock(&vm->state_lock);
@@ -835,11 +841,11 @@ int vm_run(struct vm *vm)
 		struct pollfd p[1 + PCI_MAX_DEVICES];
 		unsigned int n = 0;
 
-		p[n++] = (struct pollfd){ .fd = vm->exit_fd, .events = POLLIN };
+		p[n++] = (struct pollfd){.fd = vm->exit_fd, .events = POLLIN};
 		/* A device process that dies stops the VM. */
 		for (unsigned int i = 0; i < vm->nproxies; i++)
-			p[n++] = (struct pollfd){ .fd = virtio_proxy_wait_fd(vm->proxies[i]),
-						  .events = POLLIN };
+			p[n++] = (struct pollfd){.fd = virtio_proxy_wait_fd(vm->proxies[i]),
+						 .events = POLLIN};
 		if (poll(p, n, -1) < 0) {
 			if (errno == EINTR)
 				continue;

@@ -58,7 +58,7 @@ struct vm {
 	struct vm_net_config nets[PCI_MAX_DEVICES]; /* what vm_get_net_config() reports */
 	unsigned int nnets;
 	struct virtio_balloon *balloon; /* NULL without a balloon */
-	struct control_server *ctl;     /* NULL without a control socket */
+	struct control_server *ctl;	/* NULL without a control socket */
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;
@@ -67,10 +67,10 @@ struct vm {
 	pthread_mutex_t state_lock;
 	pthread_cond_t state_cond;
 	enum vm_state state;
-	int event_fd;   /* eventfd for the embedder: written on every state change */
-	int resume_fd;  /* eventfd: readable while paused vCPUs may go on */
+	int event_fd;  /* eventfd for the embedder: written on every state change */
+	int resume_fd; /* eventfd: readable while paused vCPUs may go on */
 	atomic_bool pause_requested;
-	unsigned int paused_vcpus;  /* vCPUs parked in vm_vcpu_pause_point() */
+	unsigned int paused_vcpus; /* vCPUs parked in vm_vcpu_pause_point() */
 	unsigned int started_vcpus;
 	struct kvm_clock_data paused_clock;
 

@@ -5,7 +5,6 @@
 
 #include "lib/vm.h"
 
-
 static void balloon_config_changed(void *ctx)
 {
 	virtio_pci_config_changed(ctx);
@@ -40,7 +39,8 @@ int vm_set_balloon(struct vm *vm, uint64_t bytes)
 	if (!vm->balloon)
 		return err_set(&vm->err, ENODEV, "the VM has no balloon");
 	if (virtio_balloon_set_target(vm->balloon, bytes) < 0)
-		return err_set(&vm->err, EINVAL, "balloon size %llu MiB is more than the guest's %llu MiB",
+		return err_set(&vm->err, EINVAL,
+			       "balloon size %llu MiB is more than the guest's %llu MiB",
 			       (unsigned long long)(bytes >> 20),
 			       (unsigned long long)(vm->mem.total >> 20));
 	return 0;
@@ -80,7 +80,7 @@ static int ctl_status(void *ctx, struct control_status *cs)
 		[VM_STATE_PAUSED] = CONTROL_STATE_PAUSED,
 		[VM_STATE_STOPPED] = CONTROL_STATE_STOPPING,
 	};
-	struct vm_status st = { .struct_size = sizeof(st) };
+	struct vm_status st = {.struct_size = sizeof(st)};
 	int ret = vm_get_status(ctx, &st);
 
 	if (ret < 0)
@@ -95,7 +95,7 @@ static int ctl_status(void *ctx, struct control_status *cs)
 
 int vm_control_listen(struct vm *vm, const char *path)
 {
-	struct control_ops ops = { ctl_stop, ctl_suspend, ctl_resume, ctl_balloon, ctl_status, vm };
+	struct control_ops ops = {ctl_stop, ctl_suspend, ctl_resume, ctl_balloon, ctl_status, vm};
 	struct control_server *s;
 	int ret;
 
@@ -105,7 +105,8 @@ int vm_control_listen(struct vm *vm, const char *path)
 	if (vm->ctl)
 		return err_set(&vm->err, EEXIST, "the VM already has a control socket");
 	if (atomic_load(&vm->ran))
-		return err_set(&vm->err, EBUSY, "the control socket must be set up before vm_run()");
+		return err_set(&vm->err, EBUSY,
+			       "the control socket must be set up before vm_run()");
 	ret = control_listen(path, &s, &vm->err);
 	if (ret < 0)
 		return ret;
@@ -140,7 +141,7 @@ int vm_control_send(const char *path, enum vm_control_command cmd, uint64_t arg,
 		[CONTROL_STATE_STOPPING] = VM_STATE_STOPPED,
 		[CONTROL_STATE_CREATED] = VM_STATE_CREATED,
 	};
-	struct control_request req = { .command = (uint16_t)cmd, .arg = arg };
+	struct control_request req = {.command = (uint16_t)cmd, .arg = arg};
 	struct control_reply rep;
 	struct vmm_err err;
 	int ret;

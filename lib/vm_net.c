@@ -80,7 +80,8 @@ int vm_add_tap_fd(struct vm *vm, int fd, const uint8_t mac_in[6])
 		return ret;
 	own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (own < 0)
-		return err_set(&vm->err, errno, "cannot duplicate tap fd %d: %s", fd, strerror(errno));
+		return err_set(&vm->err, errno, "cannot duplicate tap fd %d: %s", fd,
+			       strerror(errno));
 	return vm_add_net(vm, own, &info, mac, 0, 0);
 }
 
@@ -96,7 +97,8 @@ int vm_add_tap(struct vm *vm, uint32_t host_ip, uint32_t netmask, const uint8_t 
 	if (ret < 0)
 		return ret;
 	if (!tap_netmask_valid(netmask))
-		return err_set(&vm->err, EINVAL, "netmask 0x%08x is not a contiguous netmask", netmask);
+		return err_set(&vm->err, EINVAL, "netmask 0x%08x is not a contiguous netmask",
+			       netmask);
 	if (host_ip == 0)
 		return err_set(&vm->err, EINVAL, "no host IP address given");
 	ret = tap_create(NULL, host_ip, netmask, &fd, ifname, &vm->err);

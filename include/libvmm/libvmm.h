@@ -150,7 +150,7 @@ LIBVMM_API int vm_create(const struct vm_config *cfg, struct vm **out);
  * write a raw image can put a qcow2 header naming a host file as backing
  * file into it; open such images with VM_DISK_FORMAT_RAW.
  */
-#define VM_DISK_FORMAT_RAW (1u << 2)
+#define VM_DISK_FORMAT_RAW   (1u << 2)
 #define VM_DISK_FORMAT_QCOW2 (1u << 3)
 
 /**
@@ -279,7 +279,7 @@ enum vm_control_command {
 	VM_CONTROL_SUSPEND = 2,
 	VM_CONTROL_RESUME = 3,
 	VM_CONTROL_BALLOON = 4, /* arg: target size in bytes, a multiple of 4096 */
-	VM_CONTROL_STATUS = 5,  /* fills *status */
+	VM_CONTROL_STATUS = 5,	/* fills *status */
 };
 
 /**

@@ -15,17 +15,17 @@ enum kernel_kind {
 
 /* Size of the bzImage setup header copied into boot_params (0x1f1..0x268). */
 #define SETUP_HDR_OFFSET 0x1f1
-#define SETUP_HDR_MAX 0x77
+#define SETUP_HDR_MAX	 0x77
 
 /* What a loaded kernel needs from the rest of the boot setup. */
 struct kernel_image {
 	enum kernel_kind kind;
-	uint64_t entry;      /* guest-physical 64-bit entry point */
+	uint64_t entry;	     /* guest-physical 64-bit entry point */
 	uint64_t load_start; /* guest range the kernel occupies (for initrd placement) */
 	uint64_t load_end;
-	uint32_t cmdline_max;     /* longest command line the kernel takes, bytes without NUL */
+	uint32_t cmdline_max;	  /* longest command line the kernel takes, bytes without NUL */
 	uint64_t initrd_addr_max; /* highest address the initrd's last byte may have */
-	uint16_t protocol;        /* boot protocol version (bzImage), 0 for ELF */
+	uint16_t protocol;	  /* boot protocol version (bzImage), 0 for ELF */
 	/* bzImage: the setup header as read from the file, bytes 0x1f1 onwards,
 	 * to be copied into boot_params.hdr; setup_hdr_len valid bytes. */
 	uint8_t setup_hdr[SETUP_HDR_MAX];
@@ -62,7 +62,7 @@ int file_read_all(const char *path, const char *what, uint8_t **out, size_t *siz
  * k->initrd_addr_max and inside RAM below the MMIO hole, as high as possible.
  * Returns 0 and the address in *addr, or -E2BIG if it does not fit.
  */
-int initrd_load(struct guest_mem *m, const struct kernel_image *k, const uint8_t *data,
-		size_t size, uint64_t *addr, struct vmm_err *err);
+int initrd_load(struct guest_mem *m, const struct kernel_image *k, const uint8_t *data, size_t size,
+		uint64_t *addr, struct vmm_err *err);
 
 #endif

@@ -9,23 +9,23 @@
 #include "lib/virtio/virtqueue.h"
 
 /* Device ids (virtio 1.x section 5). */
-#define VIRTIO_ID_NET 1
-#define VIRTIO_ID_BLOCK 2
-#define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_NET	  1
+#define VIRTIO_ID_BLOCK	  2
+#define VIRTIO_ID_RNG	  4
 #define VIRTIO_ID_BALLOON 5
 
 /* Transport-level feature bits. */
-#define VIRTIO_F_INDIRECT_DESC 28
+#define VIRTIO_F_INDIRECT_DESC	28
 #define VIRTIO_F_RING_EVENT_IDX 29
-#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_F_VERSION_1	32
 
 /* Device status bits. */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
-#define VIRTIO_STATUS_DRIVER 2
-#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_DRIVER	  2
+#define VIRTIO_STATUS_DRIVER_OK	  4
 #define VIRTIO_STATUS_FEATURES_OK 8
 #define VIRTIO_STATUS_NEEDS_RESET 64
-#define VIRTIO_STATUS_FAILED 128
+#define VIRTIO_STATUS_FAILED	  128
 
 #define VIRTIO_MAX_QUEUES 8
 
@@ -53,7 +53,7 @@ struct virtio_device_ops {
 	const char *name; /* "virtio-blk", for messages */
 	uint16_t device_id;
 	unsigned int nqueues;
-	uint16_t queue_max; /* largest queue size offered (power of two) */
+	uint16_t queue_max;   /* largest queue size offered (power of two) */
 	uint32_t config_size; /* bytes of device-specific config */
 	/* Device feature bits (the transport adds VERSION_1, EVENT_IDX, INDIRECT_DESC). */
 	uint64_t (*features)(void *dev);

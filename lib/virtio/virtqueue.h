@@ -12,11 +12,11 @@
 /* Longest descriptor chain the device accepts (direct or through one indirect table). */
 #define VIRTQ_MAX_CHAIN 1024
 
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_DESC_F_INDIRECT 4
+#define VIRTQ_DESC_F_NEXT	   1
+#define VIRTQ_DESC_F_WRITE	   2
+#define VIRTQ_DESC_F_INDIRECT	   4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY 1
+#define VIRTQ_USED_F_NO_NOTIFY	   1
 
 /* One buffer of a chain: guest-physical range, checked to lie in guest RAM. */
 struct virtq_buf {
@@ -29,7 +29,7 @@ struct virtq_buf {
 struct virtq_chain {
 	uint16_t head; /* id to hand back in the used ring */
 	uint32_t nbufs;
-	uint32_t nread; /* how many of bufs[] are device-readable (they come first) */
+	uint32_t nread;	    /* how many of bufs[] are device-readable (they come first) */
 	uint64_t read_len;  /* total bytes readable */
 	uint64_t write_len; /* total bytes writable */
 	struct virtq_buf bufs[VIRTQ_MAX_CHAIN];
@@ -41,12 +41,12 @@ struct virtq {
 	uint16_t size; /* power of two, 1..VIRTQ_MAX_SIZE */
 	uint64_t desc_gpa, avail_gpa, used_gpa;
 	bool event_idx; /* VIRTIO_F_RING_EVENT_IDX negotiated */
-	bool indirect;  /* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool indirect;	/* VIRTIO_F_INDIRECT_DESC negotiated */
 	const struct guest_mem *mem;
 
 	/* Device state. */
-	uint16_t last_avail;     /* next avail ring index to consume */
-	uint16_t used_idx;       /* next used ring index to fill */
+	uint16_t last_avail;	 /* next avail ring index to consume */
+	uint16_t used_idx;	 /* next used ring index to fill */
 	uint16_t signalled_used; /* used_idx when we last interrupted (event idx) */
 	bool signalled_valid;
 	bool broken; /* the guest corrupted the ring: the device needs a reset */
@@ -97,8 +97,8 @@ bool virtq_has_avail(struct virtq *q);
  * writable) buffers were one contiguous range, starting @off bytes into it.
  * Returns the bytes copied (less than @len when the chain is shorter).
  */
-size_t virtq_chain_read(const struct virtq *q, const struct virtq_chain *c, uint64_t off,
-			void *dst, size_t len);
+size_t virtq_chain_read(const struct virtq *q, const struct virtq_chain *c, uint64_t off, void *dst,
+			size_t len);
 size_t virtq_chain_write(const struct virtq *q, const struct virtq_chain *c, uint64_t off,
 			 const void *src, size_t len);
 

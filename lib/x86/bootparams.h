@@ -8,10 +8,10 @@
 #include "lib/loader/kernel.h"
 #include "lib/memory.h"
 
-#define E820_RAM 1
+#define E820_RAM      1
 #define E820_RESERVED 2
-#define E820_ACPI 3
-#define E820_MAX 128 /* entries in boot_params.e820_table */
+#define E820_ACPI     3
+#define E820_MAX      128 /* entries in boot_params.e820_table */
 
 struct e820_entry {
 	uint64_t addr;
@@ -20,28 +20,28 @@ struct e820_entry {
 } __attribute__((packed));
 
 /* Offsets in struct boot_params (Documentation/arch/x86/zero-page.rst). */
-#define BP_ACPI_RSDP_ADDR 0x070
+#define BP_ACPI_RSDP_ADDR    0x070
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
-#define BP_EXT_RAMDISK_SIZE 0x0c4
-#define BP_EXT_CMD_LINE_PTR 0x0c8
-#define BP_E820_ENTRIES 0x1e8
-#define BP_HDR 0x1f1
-#define BP_E820_TABLE 0x2d0
-#define BP_SIZE 0x1000
+#define BP_EXT_RAMDISK_SIZE  0x0c4
+#define BP_EXT_CMD_LINE_PTR  0x0c8
+#define BP_E820_ENTRIES	     0x1e8
+#define BP_HDR		     0x1f1
+#define BP_E820_TABLE	     0x2d0
+#define BP_SIZE		     0x1000
 /* Offsets in boot_params of setup header fields (BP_HDR-relative + 0x1f1). */
-#define BP_SETUP_SECTS 0x1f1
-#define BP_BOOT_FLAG 0x1fe
-#define BP_HEADER_MAGIC 0x202
-#define BP_VERSION 0x206
-#define BP_TYPE_OF_LOADER 0x210
-#define BP_LOADFLAGS 0x211
-#define BP_CODE32_START 0x214
-#define BP_RAMDISK_IMAGE 0x218
-#define BP_RAMDISK_SIZE 0x21c
-#define BP_HEAP_END_PTR 0x224
-#define BP_CMD_LINE_PTR 0x228
+#define BP_SETUP_SECTS	   0x1f1
+#define BP_BOOT_FLAG	   0x1fe
+#define BP_HEADER_MAGIC	   0x202
+#define BP_VERSION	   0x206
+#define BP_TYPE_OF_LOADER  0x210
+#define BP_LOADFLAGS	   0x211
+#define BP_CODE32_START	   0x214
+#define BP_RAMDISK_IMAGE   0x218
+#define BP_RAMDISK_SIZE	   0x21c
+#define BP_HEAP_END_PTR	   0x224
+#define BP_CMD_LINE_PTR	   0x228
 #define BP_INITRD_ADDR_MAX 0x22c
-#define BP_CMDLINE_SIZE 0x238
+#define BP_CMDLINE_SIZE	   0x238
 
 /*
  * The e820 map for @m: RAM below the EBDA, the EBDA and BIOS/ACPI area
@@ -53,10 +53,10 @@ unsigned int e820_build(const struct guest_mem *m, struct e820_entry *out, unsig
 /* Parameters for bootparams_write(). */
 struct boot_setup {
 	const struct kernel_image *kernel;
-	const char *cmdline;   /* full command line, NUL terminated */
-	uint64_t initrd_addr;  /* 0 if no initrd */
+	const char *cmdline;  /* full command line, NUL terminated */
+	uint64_t initrd_addr; /* 0 if no initrd */
 	uint64_t initrd_size;
-	uint64_t rsdp_addr;    /* 0 if no ACPI */
+	uint64_t rsdp_addr; /* 0 if no ACPI */
 };
 
 /*

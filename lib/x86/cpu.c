@@ -9,43 +9,43 @@
 
 #include "lib/layout.h"
 
-#define CR0_PE 0x1ULL
-#define CR0_ET 0x10ULL
-#define CR0_NE 0x20ULL
-#define CR0_PG 0x80000000ULL
-#define CR4_PAE 0x20ULL
+#define CR0_PE	 0x1ULL
+#define CR0_ET	 0x10ULL
+#define CR0_NE	 0x20ULL
+#define CR0_PG	 0x80000000ULL
+#define CR4_PAE	 0x20ULL
 #define EFER_LME 0x100ULL
 #define EFER_LMA 0x400ULL
 
-#define PTE_P 0x1ULL
+#define PTE_P  0x1ULL
 #define PTE_RW 0x2ULL
 #define PTE_PS 0x80ULL
 
 #define GDT_CODE64 0x00af9b000000ffffULL
-#define GDT_DATA 0x00cf93000000ffffULL
-#define SEL_CODE 0x10
-#define SEL_DATA 0x18
+#define GDT_DATA   0x00cf93000000ffffULL
+#define SEL_CODE   0x10
+#define SEL_DATA   0x18
 
-#define MSR_IA32_TSC 0x10
-#define MSR_IA32_SYSENTER_CS 0x174
+#define MSR_IA32_TSC	      0x10
+#define MSR_IA32_SYSENTER_CS  0x174
 #define MSR_IA32_SYSENTER_ESP 0x175
 #define MSR_IA32_SYSENTER_EIP 0x176
-#define MSR_IA32_MISC_ENABLE 0x1a0
-#define MSR_MTRR_DEF_TYPE 0x2ff
-#define MSR_STAR 0xc0000081
-#define MSR_LSTAR 0xc0000082
-#define MSR_CSTAR 0xc0000083
-#define MSR_SFMASK 0xc0000084
-#define MSR_KERNEL_GS_BASE 0xc0000102
+#define MSR_IA32_MISC_ENABLE  0x1a0
+#define MSR_MTRR_DEF_TYPE     0x2ff
+#define MSR_STAR	      0xc0000081
+#define MSR_LSTAR	      0xc0000082
+#define MSR_CSTAR	      0xc0000083
+#define MSR_SFMASK	      0xc0000084
+#define MSR_KERNEL_GS_BASE    0xc0000102
 
-#define APIC_LVT_LINT0 0x350
-#define APIC_LVT_LINT1 0x360
+#define APIC_LVT_LINT0	 0x350
+#define APIC_LVT_LINT1	 0x360
 #define APIC_MODE_EXTINT 0x7
-#define APIC_MODE_NMI 0x4
+#define APIC_MODE_NMI	 0x4
 
 int x86_write_boot_tables(struct guest_mem *m, struct vmm_err *err)
 {
-	uint64_t gdt[4] = { 0, 0, GDT_CODE64, GDT_DATA };
+	uint64_t gdt[4] = {0, 0, GDT_CODE64, GDT_DATA};
 	uint64_t *pml4 = gm_ptr(m, LAYOUT_PML4, 4096);
 	uint64_t *pdpt = gm_ptr(m, LAYOUT_PDPT, 4096);
 	uint64_t *pd = gm_ptr(m, LAYOUT_PD, 4 * 4096);
@@ -86,18 +86,18 @@ static void cpuid_hide_pvm(struct kvm_cpuid_entry2 *e)
 		break;
 	case 7:
 		if (e->index == 0) {
-			e->ebx &= ~((1u << 5) |   /* AVX2 */
-				    (1u << 16) |  /* AVX512F */
-				    (1u << 17) |  /* AVX512DQ */
-				    (1u << 21) |  /* AVX512IFMA */
-				    (1u << 28) |  /* AVX512CD */
-				    (1u << 30) |  /* AVX512BW */
-				    (1u << 31));  /* AVX512VL */
-			e->ecx &= ~((1u << 1) |   /* AVX512VBMI */
-				    (1u << 6) |   /* AVX512VBMI2 */
-				    (1u << 11) |  /* AVX512VNNI */
-				    (1u << 12) |  /* AVX512BITALG */
-				    (1u << 14));  /* AVX512VPOPCNTDQ */
+			e->ebx &= ~((1u << 5) |	 /* AVX2 */
+				    (1u << 16) | /* AVX512F */
+				    (1u << 17) | /* AVX512DQ */
+				    (1u << 21) | /* AVX512IFMA */
+				    (1u << 28) | /* AVX512CD */
+				    (1u << 30) | /* AVX512BW */
+				    (1u << 31)); /* AVX512VL */
+			e->ecx &= ~((1u << 1) |	 /* AVX512VBMI */
+				    (1u << 6) |	 /* AVX512VBMI2 */
+				    (1u << 11) | /* AVX512VNNI */
+				    (1u << 12) | /* AVX512BITALG */
+				    (1u << 14)); /* AVX512VPOPCNTDQ */
 		}
 		break;
 	case 0xd:
@@ -184,13 +184,17 @@ static int set_msrs(int fd, struct vmm_err *err)
 		uint32_t index;
 		uint64_t data;
 	} msrs[] = {
-		{ MSR_IA32_SYSENTER_CS, 0 },  { MSR_IA32_SYSENTER_ESP, 0 },
-		{ MSR_IA32_SYSENTER_EIP, 0 }, { MSR_STAR, 0 },
-		{ MSR_CSTAR, 0 },             { MSR_KERNEL_GS_BASE, 0 },
-		{ MSR_SFMASK, 0 },            { MSR_LSTAR, 0 },
-		{ MSR_IA32_TSC, 0 },
-		{ MSR_IA32_MISC_ENABLE, 1 }, /* fast strings */
-		{ MSR_MTRR_DEF_TYPE, (1u << 11) | 6 }, /* MTRRs on, write-back */
+		{MSR_IA32_SYSENTER_CS, 0},
+		{MSR_IA32_SYSENTER_ESP, 0},
+		{MSR_IA32_SYSENTER_EIP, 0},
+		{MSR_STAR, 0},
+		{MSR_CSTAR, 0},
+		{MSR_KERNEL_GS_BASE, 0},
+		{MSR_SFMASK, 0},
+		{MSR_LSTAR, 0},
+		{MSR_IA32_TSC, 0},
+		{MSR_IA32_MISC_ENABLE, 1},	     /* fast strings */
+		{MSR_MTRR_DEF_TYPE, (1u << 11) | 6}, /* MTRRs on, write-back */
 	};
 	enum { N = sizeof(msrs) / sizeof(msrs[0]) };
 	struct {

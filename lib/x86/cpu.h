@@ -1,4 +1,5 @@
-/* x86 vCPU boot state: CPUID, MSRs, LAPIC LINTs, GDT, identity page tables and 64-bit entry registers. */
+/* x86 vCPU boot state: CPUID, MSRs, LAPIC LINTs, GDT, identity page tables and 64-bit entry
+ * registers. */
 #ifndef LIBVMM_LIB_X86_CPU_H
 #define LIBVMM_LIB_X86_CPU_H
 

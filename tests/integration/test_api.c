@@ -13,14 +13,14 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                        \
-	do {                                                                                    \
-		if (!(cond)) {                                                                  \
-			failures++;                                                             \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__);                             \
-			printf(__VA_ARGS__);                                                    \
-			printf("\n");                                                           \
-		}                                                                               \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			failures++;                                                                \
+			printf("FAIL %s:%d: ", __FILE__, __LINE__);                                \
+			printf(__VA_ARGS__);                                                       \
+			printf("\n");                                                              \
+		}                                                                                  \
 	} while (0)
 
 static const char *kernel;
@@ -78,7 +78,7 @@ static void test_errors(void)
 		CHECK(vm_add_disk_fd(vm, -1, 0) == -EBADF, "bad disk fd");
 		CHECK(vm_add_rng(vm) == 0, "rng: %s", vm_last_error(vm));
 		{
-			struct vm_status st = { .struct_size = sizeof(st) };
+			struct vm_status st = {.struct_size = sizeof(st)};
 
 			CHECK(vm_get_status(vm, &st) == 0 && st.state == VM_STATE_CREATED &&
 				      st.vcpus == 1 && st.mem_bytes == 256ULL << 20,
@@ -89,7 +89,7 @@ static void test_errors(void)
 			CHECK(vm_get_status(vm, &st) == -EINVAL, "status without struct_size");
 		}
 		if (access("/dev/kvm", F_OK) != 0) {
-			struct vm_status st = { .struct_size = sizeof(st) };
+			struct vm_status st = {.struct_size = sizeof(st)};
 			uint64_t events = 0;
 
 			ret = vm_run(vm);
@@ -134,7 +134,7 @@ static void test_errors(void)
 	/* The control socket end to end, on a VM that has not started. */
 	{
 		char dir[] = "/tmp/libvmm-ctl-XXXXXX";
-		struct vm_status st = { .struct_size = sizeof(st) };
+		struct vm_status st = {.struct_size = sizeof(st)};
 		struct stat sb;
 		char path[256] = "";
 
@@ -149,9 +149,9 @@ static void test_errors(void)
 		CHECK(vm_control_listen(vm, dir) == 0, "listen: %s", vm_last_error(vm));
 		if (vm_control_path(vm))
 			snprintf(path, sizeof(path), "%s", vm_control_path(vm));
-		CHECK(strstr(path, "/vmm-") && strstr(path, ".sock"), "socket in the dir: %s", path);
-		CHECK(stat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
-			      (sb.st_mode & 0777) == 0600,
+		CHECK(strstr(path, "/vmm-") && strstr(path, ".sock"), "socket in the dir: %s",
+		      path);
+		CHECK(stat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) && (sb.st_mode & 0777) == 0600,
 		      "socket mode 0600");
 		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, &st) == 0 &&
 			      st.state == VM_STATE_CREATED && st.vcpus == 2 &&
@@ -169,7 +169,8 @@ static void test_errors(void)
 		CHECK(vm_control_listen(vm, dir) == -EEXIST, "one control socket per VM");
 		vm_destroy(vm);
 		CHECK(access(path, F_OK) != 0, "socket removed with the VM");
-		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, NULL) < 0, "nothing listens any more");
+		CHECK(vm_control_send(path, VM_CONTROL_STATUS, 0, NULL) < 0,
+		      "nothing listens any more");
 		rmdir(dir);
 	}
 
@@ -247,7 +248,8 @@ static void test_two_vms(void)
 		close(r[i].out[0]);
 		CHECK(r[i].reason == VM_EXIT_POWEROFF, "vm %d ended with %s: %s", i,
 		      vm_exit_reason_name(r[i].reason), r[i].output);
-		CHECK(strstr(r[i].output, "GUEST result pass"), "vm %d output:\n%s", i, r[i].output);
+		CHECK(strstr(r[i].output, "GUEST result pass"), "vm %d output:\n%s", i,
+		      r[i].output);
 	}
 }
 
@@ -255,7 +257,7 @@ static void test_two_vms(void)
 static void test_pause_resume(void)
 {
 	struct runner r;
-	struct vm_status st = { .struct_size = sizeof(st) };
+	struct vm_status st = {.struct_size = sizeof(st)};
 	pthread_t t, d;
 	uint64_t ev;
 
@@ -267,7 +269,7 @@ static void test_pause_resume(void)
 	pthread_create(&t, NULL, run_thread, &r);
 	/* Wait for RUNNING through the event fd. */
 	for (;;) {
-		struct pollfd p = { .fd = vm_event_fd(r.vm), .events = POLLIN };
+		struct pollfd p = {.fd = vm_event_fd(r.vm), .events = POLLIN};
 
 		CHECK(poll(&p, 1, 10000) == 1, "state change announced");
 		(void)!read(vm_event_fd(r.vm), &ev, sizeof(ev));

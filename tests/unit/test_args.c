@@ -94,37 +94,41 @@ struct bad_case {
 static void test_bad_input(void **state)
 {
 	static const struct bad_case cases[] = {
-		{ 0, { NULL }, "no kernel given" },
-		{ 2, { "-m", "0" }, "-m/--mem: 0 is too small (at least 16)" },
-		{ 2, { "-c", "0" }, "-c/--cpus: 0 is too small (at least 1)" },
-		{ 3, { "-c", "65", "k" }, "-c/--cpus: 65 is too large (at most 64)" },
-		{ 3, { "-m", "99999999999999999999999", "k" }, "-m/--mem: 99999999999999999999999 is too large" },
-		{ 3, { "-m", "2000000", "k" }, "is too large (at most 1048576)" },
-		{ 3, { "-m", "-5", "k" }, "-m/--mem: '-5' is not a number" },
-		{ 3, { "-m", "12abc", "k" }, "'12abc' is not a number" },
-		{ 3, { "-c", "", "k" }, "'' is not a number" },
-		{ 2, { "--frobnicate", "k" }, "unknown option '--frobnicate'" },
-		{ 2, { "-x", "k" }, "unknown option '-x'" },
-		{ 2, { "--help=yes", "k" }, "unknown option '--help=yes'" },
-		{ 2, { "k", "-c" }, "option '-c' needs a value" },
-		{ 2, { "k1", "k2" }, "unexpected argument 'k2'" },
-		{ 5, { "-i", "a", "-i", "b" }, "-i/--initrd given twice" },
-		{ 3, { "-i", "", "k" }, "empty path" },
-		{ 4, { "-r", "a", "-r", "b" }, "-r/--root: a root disk was already given (a)" },
-		{ 4, { "-r", "a", "--rwroot", "b" }, "--rwroot: a root disk was already given (a)" },
-		{ 3, { "--rwdisk", "", "k" }, "--rwdisk: empty path" },
-		{ 2, { "--no-rng=1", "k" }, "unknown option '--no-rng=1'" },
-		{ 3, { "--tap-fd", "x", "k" }, "--tap-fd: 'x' is not a number" },
-		{ 3, { "--host_ip", "10.0.0", "k" }, "--host_ip: '10.0.0' is not an IPv4 address" },
-		{ 3, { "--netmask", "255.0.255.0", "k" }, "not a contiguous netmask" },
-		{ 3, { "--netmask", "33", "k" }, "--netmask: 33 is too large" },
-		{ 3, { "--mac", "01:00:00:00:00:01", "k" }, "is a multicast address" },
-		{ 3, { "--mac", "00:00:00:00:00:00", "k" }, "zero MAC" },
-		{ 3, { "--mac", "52:54:00:12:34", "k" }, "is not a MAC address" },
-		{ 3, { "--host_ip", "10.0.0.1", "k" }, "go together (missing --netmask)" },
-		{ 5, { "--host_ip", "10.0.0.1", "--netmask", "24", "k" }, "(missing --mac)" },
-		{ 5, { "--tap-fd", "3", "--mac", "52:54:00:12:34:56", "k" }, "--tap-fd cannot be combined" },
-		{ 4, { "--mac", "52:54:00:12:34:56", "--mac", "52:54:00:12:34:57" }, "given once" },
+		{0, {NULL}, "no kernel given"},
+		{2, {"-m", "0"}, "-m/--mem: 0 is too small (at least 16)"},
+		{2, {"-c", "0"}, "-c/--cpus: 0 is too small (at least 1)"},
+		{3, {"-c", "65", "k"}, "-c/--cpus: 65 is too large (at most 64)"},
+		{3,
+		 {"-m", "99999999999999999999999", "k"},
+		 "-m/--mem: 99999999999999999999999 is too large"},
+		{3, {"-m", "2000000", "k"}, "is too large (at most 1048576)"},
+		{3, {"-m", "-5", "k"}, "-m/--mem: '-5' is not a number"},
+		{3, {"-m", "12abc", "k"}, "'12abc' is not a number"},
+		{3, {"-c", "", "k"}, "'' is not a number"},
+		{2, {"--frobnicate", "k"}, "unknown option '--frobnicate'"},
+		{2, {"-x", "k"}, "unknown option '-x'"},
+		{2, {"--help=yes", "k"}, "unknown option '--help=yes'"},
+		{2, {"k", "-c"}, "option '-c' needs a value"},
+		{2, {"k1", "k2"}, "unexpected argument 'k2'"},
+		{5, {"-i", "a", "-i", "b"}, "-i/--initrd given twice"},
+		{3, {"-i", "", "k"}, "empty path"},
+		{4, {"-r", "a", "-r", "b"}, "-r/--root: a root disk was already given (a)"},
+		{4, {"-r", "a", "--rwroot", "b"}, "--rwroot: a root disk was already given (a)"},
+		{3, {"--rwdisk", "", "k"}, "--rwdisk: empty path"},
+		{2, {"--no-rng=1", "k"}, "unknown option '--no-rng=1'"},
+		{3, {"--tap-fd", "x", "k"}, "--tap-fd: 'x' is not a number"},
+		{3, {"--host_ip", "10.0.0", "k"}, "--host_ip: '10.0.0' is not an IPv4 address"},
+		{3, {"--netmask", "255.0.255.0", "k"}, "not a contiguous netmask"},
+		{3, {"--netmask", "33", "k"}, "--netmask: 33 is too large"},
+		{3, {"--mac", "01:00:00:00:00:01", "k"}, "is a multicast address"},
+		{3, {"--mac", "00:00:00:00:00:00", "k"}, "zero MAC"},
+		{3, {"--mac", "52:54:00:12:34", "k"}, "is not a MAC address"},
+		{3, {"--host_ip", "10.0.0.1", "k"}, "go together (missing --netmask)"},
+		{5, {"--host_ip", "10.0.0.1", "--netmask", "24", "k"}, "(missing --mac)"},
+		{5,
+		 {"--tap-fd", "3", "--mac", "52:54:00:12:34:56", "k"},
+		 "--tap-fd cannot be combined"},
+		{4, {"--mac", "52:54:00:12:34:56", "--mac", "52:54:00:12:34:57"}, "given once"},
 	};
 
 	(void)state;
@@ -132,8 +136,8 @@ static void test_bad_input(void **state)
 		struct run_opts o;
 		char err[ARGS_ERR_MAX] = "";
 
-		assert_int_equal(parse_run_args(cases[i].argc, (char *const *)cases[i].argv, &o, err,
-						sizeof(err)),
+		assert_int_equal(parse_run_args(cases[i].argc, (char *const *)cases[i].argv, &o,
+						err, sizeof(err)),
 				 -1);
 		if (!strstr(err, cases[i].msg))
 			fail_msg("case %zu: '%s' does not contain '%s'", i, err, cases[i].msg);
@@ -147,8 +151,8 @@ static void test_disks(void **state)
 	char err[ARGS_ERR_MAX];
 
 	(void)state;
-	assert_int_equal(parse(&o, err, 9, "-d", "d1", "--rwdisk", "w1", "-r", "root.img", "--disk=d2",
-			       "--no-rng", "k"),
+	assert_int_equal(parse(&o, err, 9, "-d", "d1", "--rwdisk", "w1", "-r", "root.img",
+			       "--disk=d2", "--no-rng", "k"),
 			 0);
 	assert_int_equal(o.ndisks, 4);
 	assert_string_equal(o.disks[0].path, "root.img"); /* root first: /dev/vda */
@@ -232,10 +236,14 @@ static void test_parse_uint(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_all_options),  cmocka_unit_test(test_inline_values),
-		cmocka_unit_test(test_defaults_and_help), cmocka_unit_test(test_dash_dash),
-		cmocka_unit_test(test_bad_input),    cmocka_unit_test(test_parse_uint),
-		cmocka_unit_test(test_disks),        cmocka_unit_test(test_too_many_disks),
+		cmocka_unit_test(test_all_options),
+		cmocka_unit_test(test_inline_values),
+		cmocka_unit_test(test_defaults_and_help),
+		cmocka_unit_test(test_dash_dash),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_parse_uint),
+		cmocka_unit_test(test_disks),
+		cmocka_unit_test(test_too_many_disks),
 		cmocka_unit_test(test_net),
 	};
 

@@ -16,8 +16,8 @@
 static struct kvm_cpuid2 *make_supported(void)
 {
 	static const uint32_t leaves[][2] = {
-		{ 0, 0 }, { 1, 0 }, { 4, 0 }, { 4, 1 }, { 7, 0 }, { 0xb, 0 }, { 0xb, 1 }, { 0xb, 2 },
-		{ 0xd, 0 }, { 0x80000001, 0 }, { 0x80000008, 0 }, { 0x8000001e, 0 },
+		{0, 0},	  {1, 0},   {4, 0},   {4, 1},	       {7, 0},		{0xb, 0},
+		{0xb, 1}, {0xb, 2}, {0xd, 0}, {0x80000001, 0}, {0x80000008, 0}, {0x8000001e, 0},
 	};
 	size_t n = sizeof(leaves) / sizeof(leaves[0]);
 	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
@@ -50,19 +50,19 @@ static void test_cpuid_topology(void **state)
 		struct kvm_cpuid2 *c = x86_cpuid_for_vcpu(sup, id, 6, false);
 
 		assert_non_null(c);
-		assert_int_equal(leaf(c, 1, 0)->ebx >> 24, id);          /* initial APIC id */
-		assert_int_equal((leaf(c, 1, 0)->ebx >> 16) & 0xff, 6);   /* logical CPUs */
-		assert_true(leaf(c, 1, 0)->ecx & (1u << 31));             /* hypervisor */
-		assert_int_equal(leaf(c, 4, 0)->eax >> 26, 5);            /* cores - 1 */
-		assert_int_equal(leaf(c, 0xb, 0)->edx, id);               /* x2APIC id */
-		assert_int_equal(leaf(c, 0xb, 0)->ebx, 1);                /* 1 thread per core */
-		assert_int_equal((leaf(c, 0xb, 0)->ecx >> 8) & 0xff, 1);  /* SMT level */
-		assert_int_equal(leaf(c, 0xb, 1)->eax, 3);                /* shift: 6 -> 3 bits */
-		assert_int_equal(leaf(c, 0xb, 1)->ebx, 6);                /* CPUs in the package */
-		assert_int_equal((leaf(c, 0xb, 1)->ecx >> 8) & 0xff, 2);  /* core level */
-		assert_int_equal(leaf(c, 0xb, 2)->ebx, 0);                /* no further levels */
-		assert_int_equal(leaf(c, 0x80000008, 0)->ecx & 0xff, 5);  /* AMD: cores - 1 */
-		assert_int_equal(leaf(c, 0x8000001e, 0)->eax, id);        /* AMD: extended APIC id */
+		assert_int_equal(leaf(c, 1, 0)->ebx >> 24, id);		 /* initial APIC id */
+		assert_int_equal((leaf(c, 1, 0)->ebx >> 16) & 0xff, 6);	 /* logical CPUs */
+		assert_true(leaf(c, 1, 0)->ecx & (1u << 31));		 /* hypervisor */
+		assert_int_equal(leaf(c, 4, 0)->eax >> 26, 5);		 /* cores - 1 */
+		assert_int_equal(leaf(c, 0xb, 0)->edx, id);		 /* x2APIC id */
+		assert_int_equal(leaf(c, 0xb, 0)->ebx, 1);		 /* 1 thread per core */
+		assert_int_equal((leaf(c, 0xb, 0)->ecx >> 8) & 0xff, 1); /* SMT level */
+		assert_int_equal(leaf(c, 0xb, 1)->eax, 3);		 /* shift: 6 -> 3 bits */
+		assert_int_equal(leaf(c, 0xb, 1)->ebx, 6);		 /* CPUs in the package */
+		assert_int_equal((leaf(c, 0xb, 1)->ecx >> 8) & 0xff, 2); /* core level */
+		assert_int_equal(leaf(c, 0xb, 2)->ebx, 0);		 /* no further levels */
+		assert_int_equal(leaf(c, 0x80000008, 0)->ecx & 0xff, 5); /* AMD: cores - 1 */
+		assert_int_equal(leaf(c, 0x8000001e, 0)->eax, id);	 /* AMD: extended APIC id */
 		/* Not on a PVM host: features stay. */
 		assert_true(leaf(c, 1, 0)->ecx & (1u << 23));
 		free(c);

@@ -46,7 +46,6 @@
 #define QSIZE	 16
 #define WAIT_MS	 10000
 
-
 /* ---- Helpers ---- */
 
 static struct sandbox_config sb_config(const char *policy)

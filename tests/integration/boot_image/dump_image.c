@@ -39,11 +39,11 @@
 #include "lib/vm.h"
 #include "lib/x86/bootparams.h"
 
-#define DUMP_MAGIC "LVMMIMG1"
+#define DUMP_MAGIC   "LVMMIMG1"
 #define DUMP_VERSION 1
-#define DUMP_HDR 64
-#define PAGE 4096ULL
-#define MAX_RECORDS 4096
+#define DUMP_HDR     64
+#define PAGE	     4096ULL
+#define MAX_RECORDS  4096
 
 struct range {
 	uint64_t gpa, len;
@@ -82,7 +82,7 @@ static int add_range(uint64_t gpa, uint64_t len)
 		fprintf(stderr, "dump_image: more than %u records\n", MAX_RECORDS);
 		return -1;
 	}
-	recs[nrecs++] = (struct range){ gpa, len };
+	recs[nrecs++] = (struct range){gpa, len};
 	return 0;
 }
 
@@ -177,7 +177,8 @@ static int add_stray_pages(const struct guest_mem *m, unsigned int *stray)
 			for (off_t o = data & ~(off_t)(PAGE - 1); o < hole; o += (off_t)PAGE) {
 				uint64_t gpa = reg->gpa + (uint64_t)o - reg->fd_offset;
 
-				if (covered(gpa, PAGE) || page_is_zero(reg->host + (gpa - reg->gpa)))
+				if (covered(gpa, PAGE) ||
+				    page_is_zero(reg->host + (gpa - reg->gpa)))
 					continue;
 				if (add_range(gpa, PAGE) < 0)
 					return -1;
@@ -194,9 +195,9 @@ int main(int argc, char **argv)
 	const char *kernel = NULL, *initrd = NULL, *cmdline = NULL, *out_path = NULL;
 	unsigned long mem_mib = 256, cpus = 1;
 	struct vm_config cfg;
-	struct vmm_err err = { 0 };
+	struct vmm_err err = {0};
 	struct vm *vm;
-	uint8_t zp[BP_SIZE], hdr[DUMP_HDR] = { 0 }, rh[16];
+	uint8_t zp[BP_SIZE], hdr[DUMP_HDR] = {0}, rh[16];
 	uint64_t initrd_addr, initrd_size, fsize = DUMP_HDR, payload = 0;
 	unsigned int stray = 0;
 	uint32_t crc = 0;
@@ -205,13 +206,26 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "k:i:p:m:c:o:")) != -1) {
 		switch (opt) {
-		case 'k': kernel = optarg; break;
-		case 'i': initrd = optarg; break;
-		case 'p': cmdline = optarg; break;
-		case 'm': mem_mib = strtoul(optarg, NULL, 0); break;
-		case 'c': cpus = strtoul(optarg, NULL, 0); break;
-		case 'o': out_path = optarg; break;
-		default: usage();
+		case 'k':
+			kernel = optarg;
+			break;
+		case 'i':
+			initrd = optarg;
+			break;
+		case 'p':
+			cmdline = optarg;
+			break;
+		case 'm':
+			mem_mib = strtoul(optarg, NULL, 0);
+			break;
+		case 'c':
+			cpus = strtoul(optarg, NULL, 0);
+			break;
+		case 'o':
+			out_path = optarg;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (!kernel || !out_path || optind != argc || mem_mib == 0 || mem_mib > UINT32_MAX ||
@@ -274,7 +288,8 @@ int main(int argc, char **argv)
 		crc = crc32_update(crc, src, recs[i].len);
 		crc = crc32_update(crc, pad, npad);
 		if (fwrite(rh, 1, sizeof(rh), f) != sizeof(rh) ||
-		    fwrite(src, 1, recs[i].len, f) != recs[i].len || fwrite(pad, 1, npad, f) != npad)
+		    fwrite(src, 1, recs[i].len, f) != recs[i].len ||
+		    fwrite(pad, 1, npad, f) != npad)
 			goto io_error;
 	}
 	memcpy(hdr, DUMP_MAGIC, 8);

@@ -12,22 +12,22 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long u64;
 
-#define COM1		0x3f8
-#define PVH_MAGIC	0x336ec578u
-#define DUMP_HDR	64
-#define DUMP_MAX_SIZE	(1ul << 30)
-#define FOUR_GIB	(1ul << 32)
-#define MSR_EFER	0xc0000080u
-#define EFER_LME	0x100ul
-#define EFER_LMA	0x400ul
+#define COM1	      0x3f8
+#define PVH_MAGIC     0x336ec578u
+#define DUMP_HDR      64
+#define DUMP_MAX_SIZE (1ul << 30)
+#define FOUR_GIB      (1ul << 32)
+#define MSR_EFER      0xc0000080u
+#define EFER_LME      0x100ul
+#define EFER_LMA      0x400ul
 
 /* Q35 MCH (00:00.0): PAM registers and the values that make DRAM read/write. */
-#define MCH_ID		0x29c08086u /* device 0x29c0, vendor 0x8086 */
-#define PAM0		0x90 /* bits 5:4: 0xf0000-0xfffff */
-#define PAM5		0x95 /* 3:0: 0xe0000-0xe3fff, 7:4: 0xe4000-0xe7fff */
-#define PAM6		0x96 /* 3:0: 0xe8000-0xebfff, 7:4: 0xec000-0xeffff */
-#define PAM_RW_HI	0x30
-#define PAM_RW_BOTH	0x33
+#define MCH_ID	    0x29c08086u /* device 0x29c0, vendor 0x8086 */
+#define PAM0	    0x90	/* bits 5:4: 0xf0000-0xfffff */
+#define PAM5	    0x95	/* 3:0: 0xe0000-0xe3fff, 7:4: 0xe4000-0xe7fff */
+#define PAM6	    0x96	/* 3:0: 0xe8000-0xebfff, 7:4: 0xec000-0xeffff */
+#define PAM_RW_HI   0x30
+#define PAM_RW_BOTH 0x33
 
 u64 shim_main(u32 start_info);
 
@@ -217,8 +217,8 @@ static void pci_write8(u32 reg, u8 v)
 /* SeaBIOS leaves 0xe0000-0xfffff read-only (PAM "read DRAM, write PCI"). */
 static void pam_open(void)
 {
-	static const u8 regs[3] = { PAM0, PAM5, PAM6 };
-	static const u8 vals[3] = { PAM_RW_HI, PAM_RW_BOTH, PAM_RW_BOTH };
+	static const u8 regs[3] = {PAM0, PAM5, PAM6};
+	static const u8 vals[3] = {PAM_RW_HI, PAM_RW_BOTH, PAM_RW_BOTH};
 
 	if (pci_read32(0) != MCH_ID)
 		fail("00:00.0 is not a Q35 MCH: id", pci_read32(0), 0);

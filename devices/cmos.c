@@ -230,6 +230,11 @@ struct cmos *cmos_create(uint64_t low_mem, uint64_t high_mem)
 	c->ram[RTC_REG_C] = 0;
 	c->ram[RTC_REG_D] = REG_D_VRT;
 	set_memory_size(c, low_mem, high_mem);
+	/*
+	 * glibc's gmtime_r() reads /etc/localtime on its first call in the
+	 * process; do that now, not on a vCPU thread under its seccomp filter.
+	 */
+	tzset();
 	return c;
 }
 

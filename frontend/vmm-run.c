@@ -112,7 +112,7 @@ static int cmd_run(int argc, char *argv[])
 	cfg.console_in_fd = STDIN_FILENO;
 	cfg.console_out_fd = STDOUT_FILENO;
 	cfg.log_level = VM_LOG_WARN;
-	cfg.sandbox = !o.no_sandbox;
+	cfg.sandbox = o.no_sandbox ? 0 : VM_SANDBOX_DEVICES | VM_SANDBOX_PROCESS;
 	cfg.seccomp_policy_dir = o.policy_dir ? o.policy_dir : getenv("LIBVMM_SECCOMP_POLICY_DIR");
 
 	ret = vm_create(&cfg, &vm);

@@ -27,6 +27,10 @@
 #include <linux/falloc.h>
 #include <linux/futex.h>
 #include <linux/if_tun.h>
+#include <linux/kvm.h>
+#include <termios.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include "config.h"
 
@@ -153,7 +157,36 @@ static const struct {
 	{"SIG_UNBLOCK", SIG_UNBLOCK},
 	{"SIG_SETMASK", SIG_SETMASK},
 	{"PR_SET_NAME", PR_SET_NAME},
+	{"PR_SET_NO_NEW_PRIVS", PR_SET_NO_NEW_PRIVS},
+	{"SECCOMP_SET_MODE_FILTER", SECCOMP_SET_MODE_FILTER},
+	{"SECCOMP_FILTER_FLAG_NEW_LISTENER", SECCOMP_FILTER_FLAG_NEW_LISTENER},
 	{"AT_EMPTY_PATH", AT_EMPTY_PATH},
+	/* vCPU threads and the VMM process (vcpu.policy, vmm.policy). */
+	{"KVM_RUN", KVM_RUN},
+	{"KVM_GET_REGS", KVM_GET_REGS},
+	{"KVM_GET_SREGS", KVM_GET_SREGS},
+	{"KVM_IRQ_LINE", KVM_IRQ_LINE},
+	{"KVM_IOEVENTFD", KVM_IOEVENTFD},
+	{"KVM_IRQFD", KVM_IRQFD},
+	{"KVM_SET_GSI_ROUTING", KVM_SET_GSI_ROUTING},
+	{"KVM_SIGNAL_MSI", KVM_SIGNAL_MSI},
+	{"KVM_GET_CLOCK", KVM_GET_CLOCK},
+	{"KVM_SET_CLOCK", KVM_SET_CLOCK},
+	{"SECCOMP_IOCTL_NOTIF_RECV", SECCOMP_IOCTL_NOTIF_RECV},
+	{"SECCOMP_IOCTL_NOTIF_SEND", SECCOMP_IOCTL_NOTIF_SEND},
+	{"SECCOMP_IOCTL_NOTIF_ID_VALID", SECCOMP_IOCTL_NOTIF_ID_VALID},
+	{"TCGETS", TCGETS},
+	{"TCSETS", TCSETS},
+	{"TCSETSW", TCSETSW},
+	{"TCSETSF", TCSETSF},
+	{"TIOCGWINSZ", TIOCGWINSZ},
+	{"SOCK_CLOEXEC", SOCK_CLOEXEC},
+	{"SOCK_NONBLOCK", SOCK_NONBLOCK},
+	{"P_PIDFD", P_PIDFD},
+	{"WEXITED", WEXITED},
+	{"WNOHANG", WNOHANG},
+	{"SIGKILL", SIGKILL},
+	{"SIGSYS", SIGSYS},
 };
 
 /* Errno names "NAME: return ERRNO" accepts (numbers 1..4095 too). */
@@ -182,6 +215,8 @@ struct sandbox_policy {
 	scmp_filter_ctx ctx;
 	bool notify; /* default action is SCMP_ACT_NOTIFY (else KILL_PROCESS) */
 #endif
+	struct sock_filter *bpf; /* the compiled program, for sandbox_filter_load() */
+	unsigned short bpf_len;
 	struct rule_rec *recs;
 	size_t nrecs, cap;
 };
@@ -688,6 +723,45 @@ const char *sandbox_default_policy_dir(void)
 int sandbox_policy_load(const char *dir, const char *name, struct sandbox_policy **out,
 			struct vmm_err *err)
 {
+	return sandbox_policy_load_flags(dir, name, 0, out, err);
+}
+
+#if HAVE_SECCOMP
+/*
+ * Keep the compiled program: sandbox_filter_load() installs it with
+ * seccomp(2) itself, since libseccomp's seccomp_load() keeps one listener
+ * for the whole process and would not give each vCPU thread its own.
+ */
+static int keep_bpf(struct sandbox_policy *p, struct vmm_err *err)
+{
+	int fd = memfd_create("libvmm-bpf", MFD_CLOEXEC);
+	off_t len;
+	int ret;
+
+	if (fd < 0)
+		return err_set(err, errno, "policy %s: memfd_create: %s", p->path, strerror(errno));
+	ret = seccomp_export_bpf(p->ctx, fd);
+	len = lseek(fd, 0, SEEK_END);
+	if (ret < 0 || len <= 0 || len % (off_t)sizeof(struct sock_filter) ||
+	    len / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+		close(fd);
+		return err_set(err, EINVAL, "policy %s: cannot compile the filter (%s)", p->path,
+			       ret < 0 ? strerror(-ret) : "bad length");
+	}
+	p->bpf = malloc((size_t)len);
+	if (!p->bpf || pread(fd, p->bpf, (size_t)len, 0) != len) {
+		close(fd);
+		return err_set(err, EIO, "policy %s: cannot read the compiled filter", p->path);
+	}
+	close(fd);
+	p->bpf_len = (unsigned short)(len / (off_t)sizeof(struct sock_filter));
+	return 0;
+}
+#endif
+
+int sandbox_policy_load_flags(const char *dir, const char *name, unsigned int flags,
+			      struct sandbox_policy **out, struct vmm_err *err)
+{
 	struct parser ps = {0};
 	struct sandbox_policy *p;
 	char file[NAME_MAX + 1];
@@ -710,7 +784,7 @@ int sandbox_policy_load(const char *dir, const char *name, struct sandbox_policy
 	 * and kills the process) where the kernel and libseccomp can do it;
 	 * otherwise the kernel kills the process at once.
 	 */
-	p->notify = seccomp_api_get() >= 5;
+	p->notify = !(flags & SANDBOX_POLICY_KILL) && seccomp_api_get() >= 5;
 	p->ctx = seccomp_init(p->notify ? SCMP_ACT_NOTIFY : SCMP_ACT_KILL_PROCESS);
 	if (!p->ctx) {
 		free(p);
@@ -727,7 +801,10 @@ int sandbox_policy_load(const char *dir, const char *name, struct sandbox_policy
 	if (!ret)
 		ret = add_sanitizer_rules(p, err);
 #endif
-#if !HAVE_SECCOMP
+#if HAVE_SECCOMP
+	if (!ret)
+		ret = keep_bpf(p, err);
+#else
 	/* The file was still checked (without resolving names). */
 	if (!ret)
 		ret = err_set(err, ENOTSUP, "policy %s: libvmm was built without libseccomp",
@@ -763,6 +840,7 @@ void sandbox_policy_free(struct sandbox_policy *p)
 	if (p->ctx)
 		seccomp_release(p->ctx);
 #endif
+	free(p->bpf);
 	free(p->recs);
 	free(p);
 }
@@ -793,6 +871,80 @@ int sandbox_listener_read(int fd, int *nr)
 	return ret;
 #else
 	return -ENOTSUP;
+#endif
+}
+
+int sandbox_listener_deny(int fd, int *nr)
+{
+#if HAVE_SECCOMP
+	struct seccomp_notif *req = NULL;
+	struct seccomp_notif_resp *resp = NULL;
+	int ret;
+
+	ret = seccomp_notify_alloc(&req, &resp);
+	if (ret < 0)
+		return ret;
+	ret = seccomp_notify_receive(fd, req);
+	if (ret == 0) {
+		*nr = req->data.nr;
+		memset(resp, 0, sizeof(*resp));
+		resp->id = req->id;
+		resp->error = -EPERM;
+		/* -ENOENT: the thread was interrupted meanwhile; the report stands. */
+		(void)seccomp_notify_respond(fd, resp);
+		ret = 1;
+	} else if (ret == -ENOENT) {
+		ret = 0;
+	} else if (ret >= 0 || ret == -ECANCELED) {
+		ret = -EIO;
+	}
+	seccomp_notify_free(req, resp);
+	return ret;
+#else
+	(void)fd;
+	(void)nr;
+	return -ENOTSUP;
+#endif
+}
+
+int sandbox_filter_load(const struct sandbox_policy *pol, unsigned int flags, int *listener,
+			struct vmm_err *err)
+{
+	if (listener)
+		*listener = -1;
+#if HAVE_SECCOMP
+	struct sock_fprog prog = {.len = pol->bpf_len, .filter = pol->bpf};
+	unsigned long fl = 0;
+	long ret;
+
+	if ((flags & SANDBOX_FILTER_ALL_THREADS) && pol->notify)
+		return err_set(err, EINVAL,
+			       "policy %s: a filter for every thread must kill, not report",
+			       pol->path);
+	if (pol->notify && !listener)
+		return err_set(err, EINVAL, "policy %s: nowhere to put the listener", pol->path);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return err_set(err, errno, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+	if (flags & SANDBOX_FILTER_ALL_THREADS)
+		fl |= SECCOMP_FILTER_FLAG_TSYNC;
+	if (pol->notify)
+		fl |= SECCOMP_FILTER_FLAG_NEW_LISTENER;
+	ret = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, fl, &prog);
+	if (ret < 0)
+		return err_set(err, errno, "cannot load the seccomp filter of %s: %s", pol->path,
+			       strerror(errno));
+	if ((flags & SANDBOX_FILTER_ALL_THREADS) && ret > 0)
+		return err_set(err, EBUSY,
+			       "cannot load the seccomp filter of %s on every thread: thread %ld "
+			       "already has a filter of its own",
+			       pol->path, ret);
+	if (pol->notify)
+		*listener = (int)ret;
+	return 0;
+#else
+	(void)pol;
+	(void)flags;
+	return err_set(err, ENOTSUP, "libvmm was built without libseccomp");
 #endif
 }
 

@@ -75,6 +75,39 @@ struct sandbox_policy;
 int sandbox_policy_load(const char *dir, const char *name, struct sandbox_policy **out,
 			struct vmm_err *err);
 
+/* sandbox_policy_load_flags() flags. */
+/* Forbidden calls kill the whole process at once (no listener, nothing reported). */
+#define SANDBOX_POLICY_KILL (1u << 0)
+
+/* sandbox_policy_load() with @flags (SANDBOX_POLICY_*). */
+int sandbox_policy_load_flags(const char *dir, const char *name, unsigned int flags,
+			      struct sandbox_policy **out, struct vmm_err *err);
+
+/* sandbox_filter_load() flags. */
+/* Every thread of the process (SECCOMP_FILTER_FLAG_TSYNC), not just the caller. */
+#define SANDBOX_FILTER_ALL_THREADS (1u << 0)
+
+/*
+ * Confine the calling thread (threads it starts later inherit the filter)
+ * with @pol: PR_SET_NO_NEW_PRIVS, then the filter. Filters stack: a call
+ * must pass every filter the thread has. For a policy that reports
+ * forbidden calls (the default) *@listener receives the thread's own
+ * listener fd: a forbidden call blocks the thread until someone answers it
+ * with sandbox_listener_deny(). With SANDBOX_FILTER_ALL_THREADS the
+ * filter goes on every thread of the process at once; the policy must then
+ * be SANDBOX_POLICY_KILL, and no thread may have a filter the caller does
+ * not have (-EBUSY names it). Returns 0 or -errno with @err set.
+ */
+int sandbox_filter_load(const struct sandbox_policy *pol, unsigned int flags, int *listener,
+			struct vmm_err *err);
+
+/*
+ * Read one report from a listener of sandbox_filter_load() and fail the
+ * held call with EPERM, so that the thread goes on. Returns 1 with *@nr
+ * set to the system call, 0 when the report vanished, or -errno.
+ */
+int sandbox_listener_deny(int fd, int *nr);
+
 /* The path of the policy's main file. */
 const char *sandbox_policy_path(const struct sandbox_policy *p);
 

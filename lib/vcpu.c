@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "lib/sandbox.h"
 #include "lib/vm.h"
 #include "lib/x86/cpu.h"
 
@@ -37,6 +38,7 @@ int vcpu_init(struct vcpu *v, struct vm *vm, unsigned int id, struct vmm_err *er
 	memset(v, 0, sizeof(*v));
 	v->vm = vm;
 	v->id = id;
+	v->listener = -1;
 	v->fd = kvm_create_vcpu(&vm->kvm, id, err);
 	if (v->fd < 0)
 		return v->fd;
@@ -99,8 +101,7 @@ static void vcpu_handle_io(struct vcpu *v)
 	}
 }
 
-/* One exit; returns false when the vCPU must stop. */
-static bool vcpu_handle_exit(struct vcpu *v)
+bool vcpu_handle_exit(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
 	char where[160];
@@ -162,6 +163,13 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, vcpu_kick_signal());
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	v->start_ret = 0;
+	if (v->vm->vcpu_policy)
+		v->start_ret =
+			sandbox_filter_load(v->vm->vcpu_policy, 0, &v->listener, &v->start_err);
+	sem_post(&v->ready);
+	if (v->start_ret < 0)
+		return NULL;
 
 	while (!vm_exiting(v->vm)) {
 		vm_vcpu_pause_point(v->vm);
@@ -193,10 +201,20 @@ int vcpu_start(struct vcpu *v, struct vmm_err *err)
 	sigemptyset(&set);
 	sigaddset(&set, vcpu_kick_signal());
 	pthread_sigmask(SIG_BLOCK, &set, &old);
+	sem_init(&v->ready, 0, 0);
 	ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret)
+	if (ret) {
+		sem_destroy(&v->ready);
 		return err_set(err, ret, "cannot start vCPU %u thread: %s", v->id, strerror(ret));
+	}
+	while (sem_wait(&v->ready) < 0 && errno == EINTR)
+		;
+	sem_destroy(&v->ready);
+	if (v->start_ret < 0) {
+		pthread_join(v->thread, NULL);
+		return err_set(err, -v->start_ret, "vCPU %u: %s", v->id, v->start_err.msg);
+	}
 	v->started = true;
 	return 0;
 }
@@ -224,6 +242,9 @@ void vcpu_destroy(struct vcpu *v)
 		munmap(v->run, v->run_size);
 	if (v->fd >= 0)
 		close(v->fd);
+	if (v->listener >= 0)
+		close(v->listener);
 	v->run = NULL;
 	v->fd = -1;
+	v->listener = -1;
 }

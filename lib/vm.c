@@ -132,6 +132,9 @@ static int config_check(struct vm *vm, const struct vm_config *cfg, struct vmm_e
 	if (vm->cfg.vcpus > VM_MAX_VCPUS)
 		return err_set(err, EINVAL, "%u vCPUs requested; at most %u are supported",
 			       vm->cfg.vcpus, VM_MAX_VCPUS);
+	if (vm->cfg.sandbox & ~(VM_SANDBOX_DEVICES | VM_SANDBOX_PROCESS))
+		return err_set(err, EINVAL, "vm_config.sandbox: unknown bits 0x%x",
+			       (unsigned)vm->cfg.sandbox);
 	if ((unsigned)vm->cfg.log_level > VM_LOG_DEBUG)
 		vm->cfg.log_level = VM_LOG_DEBUG;
 	vm->ncpus = vm->cfg.vcpus;
@@ -559,8 +562,10 @@ int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err
 		ret = err_set(err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	for (unsigned int i = 0; i < vm->ncpus; i++)
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		vm->vcpus[i].fd = -1;
+		vm->vcpus[i].listener = -1;
+	}
 	vm->kernel_path = strdup(vm->cfg.kernel_path);
 	vm->initrd_path = vm->cfg.initrd_path ? strdup(vm->cfg.initrd_path) : NULL;
 	if (!vm->kernel_path || (vm->cfg.initrd_path && !vm->initrd_path)) {
@@ -577,6 +582,18 @@ int vm_prepare(const struct vm_config *cfg, struct vm **out, struct vmm_err *err
 		}
 	}
 	vm->cfg.seccomp_policy_dir = vm->policy_dir;
+	/* The vCPU and process policies are checked now, before anything runs. */
+	if (vm->cfg.sandbox) {
+		ret = sandbox_policy_load(vm->policy_dir, "vcpu", &vm->vcpu_policy, err);
+		if (ret < 0)
+			goto fail;
+	}
+	if (vm->cfg.sandbox & VM_SANDBOX_PROCESS) {
+		ret = sandbox_policy_load_flags(vm->policy_dir, "vmm", SANDBOX_POLICY_KILL,
+						&vm->vmm_policy, err);
+		if (ret < 0)
+			goto fail;
+	}
 	ret = build_cmdline(vm, err);
 	if (ret < 0)
 		goto fail;
@@ -800,6 +817,89 @@ int vm_get_status(struct vm *vm, struct vm_status *st)
 	return 0;
 }
 
+int vm_confine_process(struct vm *vm)
+{
+	if (!vm->vmm_policy)
+		return 0;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	/* LeakSanitizer's exit check needs ptrace and /proc: no process filter. */
+	log_msg(&vm->log, VM_LOG_INFO,
+		"sanitized build: %s is not loaded on the process (the vCPU filter is)",
+		sandbox_policy_path(vm->vmm_policy));
+	return 0;
+#else
+	return sandbox_filter_load(vm->vmm_policy, SANDBOX_FILTER_ALL_THREADS, NULL, &vm->err);
+#endif
+}
+
+/* A vCPU thread's forbidden call: fail it and stop the VM, naming it. */
+static void vcpu_violation(struct vm *vm, struct vcpu *v, short revents)
+{
+	char name[32];
+	int nr = -1, ret;
+
+	if (!(revents & POLLIN)) {
+		/* The thread is gone: nothing more can come. */
+		close(v->listener);
+		v->listener = -1;
+		return;
+	}
+	ret = sandbox_listener_deny(v->listener, &nr);
+	if (ret == 0)
+		return;
+	if (ret < 0) {
+		close(v->listener);
+		v->listener = -1;
+		return;
+	}
+	vm_request_exit(vm, VM_EXIT_HOST_ERROR,
+			"vCPU %u made a system call its seccomp policy (%s) forbids: %s", v->id,
+			sandbox_policy_path(vm->vcpu_policy),
+			sandbox_syscall_name(nr, name, sizeof(name)));
+}
+
+void vm_wait_exit(struct vm *vm)
+{
+	while (!vm_exiting(vm)) {
+		struct pollfd p[1 + PCI_MAX_DEVICES + VM_MAX_VCPUS];
+		struct vcpu *who[VM_MAX_VCPUS];
+		unsigned int n = 0, nv = 0;
+
+		p[n++] = (struct pollfd){.fd = vm->exit_fd, .events = POLLIN};
+		/* A device process that dies stops the VM. */
+		for (unsigned int i = 0; i < vm->nproxies; i++)
+			p[n++] = (struct pollfd){.fd = virtio_proxy_wait_fd(vm->proxies[i]),
+						 .events = POLLIN};
+		/* So does a vCPU thread's forbidden system call. */
+		for (unsigned int i = 0; i < vm->ncpus; i++) {
+			if (vm->vcpus[i].listener < 0)
+				continue;
+			who[nv++] = &vm->vcpus[i];
+			p[n++] = (struct pollfd){.fd = vm->vcpus[i].listener, .events = POLLIN};
+		}
+		if (poll(p, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "poll: %s", strerror(errno));
+			break;
+		}
+		for (unsigned int i = 0; i < vm->nproxies; i++) {
+			char why[128];
+
+			if (!p[1 + i].revents)
+				continue;
+			if (virtio_proxy_reap(vm->proxies[i], why, sizeof(why)) == -EAGAIN)
+				continue;
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "device %s (pid %d) died: %s",
+					vm->proxy_names[i], (int)virtio_proxy_pid(vm->proxies[i]),
+					why);
+		}
+		for (unsigned int i = 0; i < nv; i++)
+			if (p[1 + vm->nproxies + i].revents)
+				vcpu_violation(vm, who[i], p[1 + vm->nproxies + i].revents);
+	}
+}
+
 int vm_run(struct vm *vm)
 {
 	struct vmm_err *err = &vm->err;
@@ -819,6 +919,13 @@ int vm_run(struct vm *vm)
 	ret = vcpu_install_kick_handler();
 	if (ret < 0)
 		return err_set(err, -ret, "cannot install the vCPU kick signal handler");
+	ret = vm_confine_process(vm);
+	if (ret < 0) {
+		pthread_mutex_lock(&vm->state_lock);
+		vm_set_state(vm, VM_STATE_STOPPED);
+		pthread_mutex_unlock(&vm->state_lock);
+		return ret;
+	}
 	if (vm->cfg.console_in_fd >= 0) {
 		ret = pthread_create(&vm->console_thread, NULL, console_thread, vm);
 		if (ret)
@@ -837,33 +944,7 @@ int vm_run(struct vm *vm)
 	vm->started_vcpus = started;
 	vm_set_state(vm, VM_STATE_RUNNING);
 	pthread_mutex_unlock(&vm->state_lock);
-	while (!vm_exiting(vm)) {
-		struct pollfd p[1 + PCI_MAX_DEVICES];
-		unsigned int n = 0;
-
-		p[n++] = (struct pollfd){.fd = vm->exit_fd, .events = POLLIN};
-		/* A device process that dies stops the VM. */
-		for (unsigned int i = 0; i < vm->nproxies; i++)
-			p[n++] = (struct pollfd){.fd = virtio_proxy_wait_fd(vm->proxies[i]),
-						 .events = POLLIN};
-		if (poll(p, n, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "poll: %s", strerror(errno));
-			break;
-		}
-		for (unsigned int i = 0; i < vm->nproxies; i++) {
-			char why[128];
-
-			if (!p[1 + i].revents)
-				continue;
-			if (virtio_proxy_reap(vm->proxies[i], why, sizeof(why)) == -EAGAIN)
-				continue;
-			vm_request_exit(vm, VM_EXIT_HOST_ERROR, "device %s (pid %d) died: %s",
-					vm->proxy_names[i], (int)virtio_proxy_pid(vm->proxies[i]),
-					why);
-		}
-	}
+	vm_wait_exit(vm);
 	pthread_mutex_lock(&vm->state_lock);
 	vm_set_state(vm, VM_STATE_STOPPED);
 	pthread_mutex_unlock(&vm->state_lock);
@@ -899,9 +980,12 @@ void vm_destroy(struct vm *vm)
 	for (unsigned int i = 0; i < vm->nvdevs; i++)
 		virtio_pci_destroy(vm->vdevs[i]);
 	if (vm->vcpus) {
-		for (unsigned int i = 0; i < vm->ncpus; i++)
+		for (unsigned int i = 0; i < vm->ncpus; i++) {
 			if (vm->vcpus[i].fd >= 0)
 				vcpu_destroy(&vm->vcpus[i]);
+			else if (vm->vcpus[i].listener >= 0)
+				close(vm->vcpus[i].listener);
+		}
 		free(vm->vcpus);
 	}
 	serial_destroy(vm->com1);
@@ -923,6 +1007,8 @@ void vm_destroy(struct vm *vm)
 	free(vm->kernel_path);
 	free(vm->initrd_path);
 	free(vm->policy_dir);
+	sandbox_policy_free(vm->vcpu_policy);
+	sandbox_policy_free(vm->vmm_policy);
 	free(vm->cmdline);
 	free(vm);
 }

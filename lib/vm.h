@@ -51,7 +51,9 @@ struct vm {
 	struct virtio_proxy *proxies[PCI_MAX_DEVICES]; /* sandboxed devices: their processes */
 	const char *proxy_names[PCI_MAX_DEVICES];
 	unsigned int nproxies;
-	char *policy_dir; /* owned copy of cfg.seccomp_policy_dir */
+	char *policy_dir;		    /* owned copy of cfg.seccomp_policy_dir */
+	struct sandbox_policy *vcpu_policy; /* vcpu.policy when the sandbox is on */
+	struct sandbox_policy *vmm_policy;  /* vmm.policy with VM_SANDBOX_PROCESS */
 	unsigned int nvdevs;
 	unsigned int nblk; /* virtio-blk devices: the next one is /dev/vd('a' + nblk) */
 	bool have_root;
@@ -120,6 +122,20 @@ void vm_control_close(struct vm *vm);
  * have no VM (vm_create, vm_control_send, vm_create_qcow2).
  */
 void vm_client_error_set(const struct vmm_err *e);
+
+/*
+ * Load vmm.policy on every thread of the process (vm_run() does, with
+ * VM_SANDBOX_PROCESS, once KVM is set up and before the vCPU threads
+ * start). A no-op without vm->vmm_policy. Returns 0 or -errno with vm->err set.
+ */
+int vm_confine_process(struct vm *vm);
+
+/*
+ * vm_run()'s wait: until an exit is requested, watch the device processes
+ * (one that dies stops the VM) and the vCPU threads' seccomp listeners (a
+ * forbidden call is failed with EPERM and stops the VM).
+ */
+void vm_wait_exit(struct vm *vm);
 
 /* True once an exit has been requested. */
 bool vm_exiting(const struct vm *vm);

@@ -74,12 +74,20 @@ struct vm_config {
 	/** Messages above this level are not passed to @log. */
 	enum vm_log_level log_level;
 	/**
-	 * Non-zero: run every virtio device in a process of its own, forked
-	 * by vm_add_*() once the device's files are open, jailed (new
-	 * namespaces where the host allows them, an empty root, no
-	 * capabilities, no new privileges, a seccomp filter from the device's
-	 * policy file). 0 (the default): devices run in this process.
-	 * vmm-run turns it on unless --disable-sandbox is given.
+	 * 0 (the default): no sandbox, devices run in this process.
+	 * VM_SANDBOX_DEVICES (or any non-zero value): run every virtio device
+	 * in a process of its own, forked by vm_add_*() once the device's
+	 * files are open, jailed (new namespaces where the host allows them,
+	 * an empty root, no capabilities, no new privileges, a seccomp filter
+	 * from the device's policy file); and confine each vCPU thread with
+	 * vcpu.policy (a call it forbids stops the VM with a message naming
+	 * it; the log callback and the console fds are then used under that
+	 * filter, so the callback may only write and allocate).
+	 * VM_SANDBOX_PROCESS (with or without VM_SANDBOX_DEVICES): also, from
+	 * vm_run() on, confine every thread of the calling process with
+	 * vmm.policy, for good: a call it forbids kills the process. For
+	 * programs that run one VM and exit, as vmm-run does (it sets both
+	 * unless --disable-sandbox is given).
 	 */
 	int sandbox;
 	/**
@@ -89,6 +97,11 @@ struct vm_config {
 	 */
 	const char *seccomp_policy_dir;
 };
+
+/** vm_config.sandbox: devices in jailed processes, vCPU threads filtered. */
+#define VM_SANDBOX_DEVICES (1 << 0)
+/** vm_config.sandbox: also the whole process filtered from vm_run() on. */
+#define VM_SANDBOX_PROCESS (1 << 1)
 
 /** The most vCPUs a VM may have. */
 #define VM_MAX_VCPUS 64

@@ -7,6 +7,9 @@ Cases that only exercise argument and file checking run on any host: vmm-run
 checks the kernel, initrd and command line before it opens /dev/kvm. Cases
 that boot the test guest need /dev/kvm and exit 77 (skipped) without it.
 Every VM runs under a timeout; a hang is a failure.
+
+LIBVMM_TEST_SANDBOX=off runs every `vmm-run run` of a case with
+--disable-sandbox (meson registers each KVM case in both modes).
 """
 
 import os
@@ -32,9 +35,20 @@ def check(cond, what):
         print("FAIL:", what)
 
 
+NO_SANDBOX = os.environ.get("LIBVMM_TEST_SANDBOX") == "off"
+
+
+def vmm_argv(args):
+    """[vmm] + args, with --disable-sandbox after "run" when the case runs without the sandbox."""
+    args = list(args)
+    if NO_SANDBOX and args and args[0] == "run" and "--disable-sandbox" not in args:
+        args.insert(1, "--disable-sandbox")
+    return [vmm] + args
+
+
 def run(args, stdin=b"", timeout=TIMEOUT, prefix=()):
     """Run vmm-run with args; returns (status, stdout, stderr) as text."""
-    cmd = list(prefix) + [vmm] + list(args)
+    cmd = list(prefix) + vmm_argv(args)
     try:
         p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -300,7 +314,7 @@ print("nocap", p.returncode, p.stderr.strip())
 
 
 def run_fds(args, fds):
-    p = subprocess.run([vmm] + args, capture_output=True, timeout=TIMEOUT, pass_fds=fds)
+    p = subprocess.run(vmm_argv(args), capture_output=True, timeout=TIMEOUT, pass_fds=fds)
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
@@ -490,9 +504,9 @@ def case_blk_sigkill():
     img = write("kill.img", b"")
     sectors = 32768
     os.truncate(img, sectors * 512)
-    proc = subprocess.Popen([vmm, "run", "--rwdisk", img, "-p",
+    proc = subprocess.Popen(vmm_argv(["run", "--rwdisk", img, "-p",
                              "guest.aps=0 guest.blk.write=0:0:%d:99 guest.exit=halt" % sectors,
-                             bzimage], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+                             bzimage]), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     flushed = False
     try:
         for raw in proc.stdout:
@@ -588,7 +602,7 @@ def make_tap(name, addr):
 
 
 def boot_bg(args, fds=()):
-    return subprocess.Popen([vmm, "run"] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    return subprocess.Popen(vmm_argv(["run"] + args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, pass_fds=list(fds))
 
 

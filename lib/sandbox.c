@@ -847,7 +847,8 @@ void sandbox_policy_free(struct sandbox_policy *p)
 
 /* ---- Reports from a jailed process's filter ---- */
 
-int sandbox_listener_read(int fd, int *nr)
+/* Read one report from listener @fd; with @deny, fail the held call with EPERM. */
+static int listener_take(int fd, int *nr, bool deny)
 {
 #if HAVE_SECCOMP
 	struct seccomp_notif *req = NULL;
@@ -860,6 +861,13 @@ int sandbox_listener_read(int fd, int *nr)
 	ret = seccomp_notify_receive(fd, req);
 	if (ret == 0) {
 		*nr = req->data.nr;
+		if (deny) {
+			memset(resp, 0, sizeof(*resp));
+			resp->id = req->id;
+			resp->error = -EPERM;
+			/* -ENOENT: the thread was interrupted meanwhile; the report stands. */
+			(void)seccomp_notify_respond(fd, resp);
+		}
 		ret = 1;
 	} else if (ret == -ENOENT) {
 		ret = 0;
@@ -870,41 +878,21 @@ int sandbox_listener_read(int fd, int *nr)
 	seccomp_notify_free(req, resp);
 	return ret;
 #else
+	(void)fd;
+	(void)nr;
+	(void)deny;
 	return -ENOTSUP;
 #endif
 }
 
+int sandbox_listener_read(int fd, int *nr)
+{
+	return listener_take(fd, nr, false);
+}
+
 int sandbox_listener_deny(int fd, int *nr)
 {
-#if HAVE_SECCOMP
-	struct seccomp_notif *req = NULL;
-	struct seccomp_notif_resp *resp = NULL;
-	int ret;
-
-	ret = seccomp_notify_alloc(&req, &resp);
-	if (ret < 0)
-		return ret;
-	ret = seccomp_notify_receive(fd, req);
-	if (ret == 0) {
-		*nr = req->data.nr;
-		memset(resp, 0, sizeof(*resp));
-		resp->id = req->id;
-		resp->error = -EPERM;
-		/* -ENOENT: the thread was interrupted meanwhile; the report stands. */
-		(void)seccomp_notify_respond(fd, resp);
-		ret = 1;
-	} else if (ret == -ENOENT) {
-		ret = 0;
-	} else if (ret >= 0 || ret == -ECANCELED) {
-		ret = -EIO;
-	}
-	seccomp_notify_free(req, resp);
-	return ret;
-#else
-	(void)fd;
-	(void)nr;
-	return -ENOTSUP;
-#endif
+	return listener_take(fd, nr, true);
 }
 
 int sandbox_filter_load(const struct sandbox_policy *pol, unsigned int flags, int *listener,

@@ -631,13 +631,12 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	if (ret < 0)
 		return ret;
 	ret = add_devices(vm, err);
-	if (ret < 0)
-		goto fail;
+	if (ret < 0) {
+		vm_destroy(vm);
+		return ret;
+	}
 	*out = vm;
 	return 0;
-fail:
-	vm_destroy(vm);
-	return ret;
 }
 
 /* Host input -> COM1, waiting for FIFO room instead of dropping input. */

@@ -377,16 +377,6 @@ static void __attribute__((noreturn)) child_serve(struct px_child *c)
 			r.u.reply.value = c->dev.ops->features(c->dev.dev);
 			break;
 		case PX_CONFIG_READ:
-			if (m.u.cfg.len > PX_CONFIG_CHUNK ||
-			    m.u.cfg.off > c->dev.ops->config_size ||
-			    m.u.cfg.len > c->dev.ops->config_size - m.u.cfg.off) {
-				r.u.reply.ret = -EINVAL;
-				break;
-			}
-			c->dev.ops->config_read(c->dev.dev, m.u.cfg.off, r.u.reply.data,
-						m.u.cfg.len);
-			r.u.reply.len = m.u.cfg.len;
-			break;
 		case PX_CONFIG_WRITE:
 			if (m.u.cfg.len > PX_CONFIG_CHUNK ||
 			    m.u.cfg.off > c->dev.ops->config_size ||
@@ -394,8 +384,14 @@ static void __attribute__((noreturn)) child_serve(struct px_child *c)
 				r.u.reply.ret = -EINVAL;
 				break;
 			}
-			c->dev.ops->config_write(c->dev.dev, m.u.cfg.off, m.u.cfg.data,
-						 m.u.cfg.len);
+			if (m.type == PX_CONFIG_WRITE) {
+				c->dev.ops->config_write(c->dev.dev, m.u.cfg.off, m.u.cfg.data,
+							 m.u.cfg.len);
+				break;
+			}
+			c->dev.ops->config_read(c->dev.dev, m.u.cfg.off, r.u.reply.data,
+						m.u.cfg.len);
+			r.u.reply.len = m.u.cfg.len;
 			break;
 		case PX_ACTIVATE:
 			r.u.reply.ret = child_activate(c, &m, fds, nfds);
@@ -587,9 +583,13 @@ static uint64_t px_features(void *dev)
 	return v;
 }
 
-static void px_config_read(void *dev, uint32_t off, uint8_t *data, uint32_t len)
+/*
+ * Device config access in PX_CONFIG_CHUNK pieces: into @rd (a read) or from
+ * @wr (a write). Returns how many bytes were done before a failure.
+ */
+static uint32_t px_config_xfer(struct virtio_proxy *p, uint32_t off, uint8_t *rd, const uint8_t *wr,
+			       uint32_t len)
 {
-	struct virtio_proxy *p = to_proxy(dev);
 	struct px_msg req, rep;
 	uint32_t done = 0;
 
@@ -598,39 +598,35 @@ static void px_config_read(void *dev, uint32_t off, uint8_t *data, uint32_t len)
 		uint32_t n = len - done < PX_CONFIG_CHUNK ? len - done : PX_CONFIG_CHUNK;
 
 		memset(&req, 0, sizeof(req));
-		req.type = PX_CONFIG_READ;
+		req.type = rd ? PX_CONFIG_READ : PX_CONFIG_WRITE;
 		req.u.cfg.off = off + done;
 		req.u.cfg.len = n;
-		if (px_call(p, &req, NULL, 0, &rep) || rep.u.reply.ret || rep.u.reply.len != n)
+		if (wr)
+			memcpy(req.u.cfg.data, wr + done, n);
+		if (px_call(p, &req, NULL, 0, &rep))
 			break;
-		memcpy(data + done, rep.u.reply.data, n);
+		if (rd) {
+			if (rep.u.reply.ret || rep.u.reply.len != n)
+				break;
+			memcpy(rd + done, rep.u.reply.data, n);
+		}
 		done += n;
 	}
 	pthread_mutex_unlock(&p->req_lock);
+	return done;
+}
+
+static void px_config_read(void *dev, uint32_t off, uint8_t *data, uint32_t len)
+{
+	uint32_t done = px_config_xfer(to_proxy(dev), off, data, NULL, len);
+
 	if (done < len)
 		memset(data + done, 0, len - done);
 }
 
 static void px_config_write(void *dev, uint32_t off, const uint8_t *data, uint32_t len)
 {
-	struct virtio_proxy *p = to_proxy(dev);
-	struct px_msg req, rep;
-	uint32_t done = 0;
-
-	pthread_mutex_lock(&p->req_lock);
-	while (done < len) {
-		uint32_t n = len - done < PX_CONFIG_CHUNK ? len - done : PX_CONFIG_CHUNK;
-
-		memset(&req, 0, sizeof(req));
-		req.type = PX_CONFIG_WRITE;
-		req.u.cfg.off = off + done;
-		req.u.cfg.len = n;
-		memcpy(req.u.cfg.data, data + done, n);
-		if (px_call(p, &req, NULL, 0, &rep))
-			break;
-		done += n;
-	}
-	pthread_mutex_unlock(&p->req_lock);
+	px_config_xfer(to_proxy(dev), off, NULL, data, len);
 }
 
 static int px_activate(void *dev, const struct virtio_activation *act)

@@ -56,6 +56,13 @@ enum {
 	WZ_WRITE,
 };
 
+/* disk_req_priv.head: how a WRITE of a probed raw disk touches its first bytes. */
+enum {
+	HEAD_NONE,
+	HEAD_WHOLE, /* all of [0, QCOW2_MAGIC_LEN) */
+	HEAD_PART,  /* part of it */
+};
+
 /* One host system call of a request. */
 enum step_kind {
 	STEP_READV,
@@ -98,9 +105,12 @@ struct disk {
 	const struct image_format *fmt;
 	struct qcow2 *qcow2; /* the qcow2 format's state */
 	uint8_t *zero_buf;   /* ZERO_BUF_SIZE zeros, read-write disks only */
+	bool probed_raw;     /* writable, detected as raw: guard the first bytes */
 
 	/* Owner's thread only. */
 	unsigned int inflight;	  /* accepted, done() not run */
+	unsigned int head_whole;  /* probed_raw: WRITEs in flight covering all of [0, 4) */
+	unsigned int head_part;	  /* probed_raw: WRITEs in flight covering part of it */
 	unsigned int ncompleted;  /* done() calls made by disk_req_finish() */
 	struct req_list finished; /* finished without a thread, done() not run */
 
@@ -530,8 +540,20 @@ int disk_engine_submit(struct disk *d, struct disk_req *r, int fd)
 	return engine_submit(d, r);
 }
 
+/* Count @r in (or out of) the WRITEs of the first bytes in flight. */
+static void head_count(struct disk *d, const struct disk_req *r, bool in)
+{
+	unsigned int *n = r->priv.head == HEAD_WHOLE  ? &d->head_whole
+			  : r->priv.head == HEAD_PART ? &d->head_part
+						      : NULL;
+
+	if (n)
+		*n = in ? *n + 1 : *n - 1;
+}
+
 static void req_finish(struct disk *d, struct disk_req *r)
 {
+	head_count(d, r, false);
 	d->inflight--;
 	d->ncompleted++;
 	r->done(r);
@@ -555,6 +577,55 @@ void disk_req_finish_async(struct disk *d, struct disk_req *r)
 static bool range_ok(const struct disk *d, uint64_t off, uint64_t len)
 {
 	return off <= d->size && len <= d->size - off;
+}
+
+/*
+ * A raw image whose format was detected must never come to start with the
+ * qcow2 magic: the next detection would take it for qcow2 and follow the
+ * backing file name the guest wrote (any host file). So a WRITE of a
+ * writable probed raw disk that touches the first QCOW2_MAGIC_LEN bytes is
+ * checked against what they will hold afterwards (as QEMU does for probed
+ * raw images). WRITE_ZEROES and DISCARD only ever leave zeros or the old
+ * bytes, and the magic has no zero byte: they cannot make it.
+ *
+ * A WRITE covering all the bytes decides them alone; one covering part of
+ * them is merged with the bytes in the file. With WRITEs in flight the
+ * outcome depends on the order they land in, so a partial one is refused
+ * while any other WRITE of these bytes is in flight, and any is refused
+ * while a partial one is. (virtio-blk requests are whole sectors: guests
+ * never write part of them.)
+ *
+ * Returns 0 and sets r->priv.head (HEAD_NONE, HEAD_WHOLE or HEAD_PART), or
+ * -EPERM (refused), -EIO (the first bytes could not be read).
+ */
+static int head_check(struct disk *d, struct disk_req *r, uint64_t total)
+{
+	uint8_t head[QCOW2_MAGIC_LEN] = {0};
+	uint64_t end = r->offset + total, pos = 0, i;
+	unsigned int k;
+	ssize_t n;
+
+	if (!d->probed_raw || r->op != DISK_OP_WRITE || r->offset >= QCOW2_MAGIC_LEN ||
+	    total == 0 || d->size < QCOW2_MAGIC_LEN)
+		return 0;
+	if (d->head_part)
+		return -EPERM;
+	if (r->offset == 0 && end >= QCOW2_MAGIC_LEN) {
+		r->priv.head = HEAD_WHOLE;
+	} else {
+		if (d->head_whole)
+			return -EPERM;
+		r->priv.head = HEAD_PART;
+		n = pread(d->fd, head, sizeof(head), 0);
+		if (n != (ssize_t)sizeof(head))
+			return -EIO;
+	}
+	/* The request's bytes over [offset, min(end, 4)). */
+	for (k = 0; k < r->iovcnt && r->offset + pos < QCOW2_MAGIC_LEN; k++) {
+		for (i = 0; i < r->iov[k].iov_len && r->offset + pos < QCOW2_MAGIC_LEN; i++, pos++)
+			head[r->offset + pos] = ((const uint8_t *)r->iov[k].iov_base)[i];
+	}
+	return qcow2_probe(head, sizeof(head)) ? -EPERM : 0;
 }
 
 int disk_submit(struct disk *d, struct disk_req *r)
@@ -598,11 +669,15 @@ int disk_submit(struct disk *d, struct disk_req *r)
 	}
 
 	memset(&r->priv, 0, sizeof(r->priv));
+	ret = head_check(d, r, total);
+	if (ret < 0)
+		return ret;
 	r->priv.fd = d->fd;
 	r->priv.total = total;
 	r->priv.stage = r->flags & DISK_REQ_F_UNMAP ? WZ_PUNCH : WZ_ZERO_RANGE;
 	r->result = 0;
 	d->inflight++;
+	head_count(d, r, true);
 	if (total == 0 && r->op != DISK_OP_FLUSH) {
 		/* Nothing to move: finish without a system call. */
 		list_add(&d->finished, r);
@@ -610,8 +685,10 @@ int disk_submit(struct disk *d, struct disk_req *r)
 		return 0;
 	}
 	ret = d->fmt->submit(d, r);
-	if (ret < 0)
+	if (ret < 0) {
 		d->inflight--;
+		head_count(d, r, false);
+	}
 	return ret;
 }
 
@@ -764,15 +841,6 @@ static int open_image(const char *path, bool ro, uint64_t *size, struct vmm_err 
 	return fd;
 }
 
-/* Does the image start with the qcow2 magic? Short or unreadable files are raw. */
-static bool looks_qcow2(int fd)
-{
-	uint8_t magic[4];
-
-	return pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
-	       qcow2_probe(magic, sizeof(magic));
-}
-
 int disk_open_opts(const char *path, const struct disk_opts *o, struct disk **out,
 		   struct vmm_err *err)
 {
@@ -805,8 +873,10 @@ int disk_open_opts(const char *path, const struct disk_opts *o, struct disk **ou
 		free(d);
 		return -e;
 	}
-	if (format == DISK_FORMAT_DETECT)
-		format = looks_qcow2(d->fd) ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
+	if (format == DISK_FORMAT_DETECT) {
+		format = qcow2_probe_fd(d->fd) ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
+		d->probed_raw = format == DISK_FORMAT_RAW && !ro;
+	}
 	if (format == DISK_FORMAT_QCOW2) {
 		qo.read_only = ro;
 		qo.cache_bytes = o->cache_bytes;

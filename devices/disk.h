@@ -32,6 +32,7 @@ struct disk_req_priv {
 	unsigned int iov_idx; /* first iov[] entry not fully transferred */
 	unsigned int stage;
 	bool internal;	       /* issued by an image format, not by the disk's owner */
+	unsigned char head;    /* a WRITE of the first bytes of a probed raw disk (disk.c) */
 	int fd;		       /* the file the engine works on */
 	struct iovec zero_iov; /* WRITE_ZEROES by writing zeros */
 };
@@ -106,9 +107,12 @@ struct disk_opts {
  * The format comes from @o->format: DISK_FORMAT_DETECT looks at the first
  * bytes of the file (never at its name), DISK_FORMAT_RAW takes the file as
  * it is even when it starts with the qcow2 magic, DISK_FORMAT_QCOW2 refuses
- * a file that is not qcow2. Security: a raw image that a guest can write
- * must be opened with DISK_FORMAT_RAW, or the guest could write a qcow2
- * header naming any host file as its backing file.
+ * a file that is not qcow2. Security: a guest that can write a raw image
+ * could write a qcow2 header into it naming any host file as its backing
+ * file, which a later detection would follow. So when DISK_FORMAT_DETECT
+ * finds a writable image raw, disk_submit() refuses (-EPERM) every WRITE
+ * that would make the image start with the qcow2 magic, as QEMU does for
+ * probed raw images; DISK_FORMAT_RAW lifts the restriction.
  *
  * The size of a raw disk is st_size for a file and BLKGETSIZE64 for a block
  * device; that of a qcow2 disk is the virtual size in its header. A size
@@ -169,8 +173,12 @@ const char *disk_format_name(const struct disk *d);
  * from a later disk_complete() or disk_wait(). Returns -errno, without
  * calling done(), when refused: -EROFS (WRITE, DISCARD or WRITE_ZEROES on a
  * read-only disk), -EINVAL (no done(), unknown op or flag, iovcnt over DISK_MAX_IOV, a
- * range past disk_size() or overflowing: the file is never extended), or
- * -EAGAIN (no thread could be started).
+ * range past disk_size() or overflowing: the file is never extended),
+ * -EAGAIN (no thread could be started), -EPERM (a WRITE of a raw disk
+ * whose format was detected that would make its first 4 bytes the qcow2
+ * magic; or, for WRITEs covering only part of those 4 bytes, that races
+ * with another WRITE of them still in flight), -EIO (those bytes could
+ * not be read).
  */
 int disk_submit(struct disk *d, struct disk_req *req);
 

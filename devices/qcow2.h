@@ -40,8 +40,13 @@ struct qcow2_header {
 	char backing_format[32];		  /* from the header extension, or "" */
 };
 
+#define QCOW2_MAGIC_LEN 4 /* "QFI\xfb" */
+
 /* Does @buf (at least 4 bytes) start with the qcow2 magic "QFI\xfb"? */
 bool qcow2_probe(const void *buf, size_t len);
+
+/* Does the file @fd start with the qcow2 magic? Short or unreadable files do not. */
+bool qcow2_probe_fd(int fd);
 
 /*
  * Parse and check the header, its extensions and the backing file name in

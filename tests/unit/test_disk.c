@@ -625,6 +625,132 @@ static void test_bad_paths(void **state)
 	assert_int_equal(disk_open_flags("/dev/null", 0x100, &d, &err), -EINVAL);
 }
 
+/* Submit a WRITE of @len bytes of @buf at @off in two iovecs split at @split; returns
+ * disk_submit(). */
+static int write_split(struct disk *d, struct disk_req *r, struct iovec *v, uint64_t off,
+		       uint8_t *buf, size_t len, size_t split, struct counter *c)
+{
+	v[0].iov_base = buf;
+	v[0].iov_len = split;
+	v[1].iov_base = buf + split;
+	v[1].iov_len = len - split;
+	memset(r, 0, sizeof(*r));
+	r->op = DISK_OP_WRITE;
+	r->offset = off;
+	r->iov = v;
+	r->iovcnt = 2;
+	r->done = on_done;
+	r->opaque = c;
+	return disk_submit(d, r);
+}
+
+static void assert_file_head(const char *path, const uint8_t *want, size_t len)
+{
+	uint8_t got[512];
+
+	assert_true(len <= sizeof(got));
+	file_read(path, 0, got, len);
+	assert_memory_equal(got, want, len);
+}
+
+/*
+ * A writable raw image whose format was detected never comes to start with
+ * the qcow2 magic: such writes fail (the guest sees an I/O error) and leave
+ * the file as it was. Explicit DISK_FORMAT_RAW allows them.
+ */
+static void test_probed_raw_guard(void **state)
+{
+	unsigned int eng = *(unsigned int *)*state;
+	static const uint8_t magic[4] = {'Q', 'F', 'I', 0xfb};
+	struct disk_opts raw = {.flags = eng, .format = DISK_FORMAT_RAW};
+	uint8_t sec[512], before[512], mbr[512];
+	struct vmm_err err = {""};
+	struct disk_req r, r2;
+	struct iovec v[2], v2[2];
+	struct counter c = {0, 0}, c2 = {0, 0};
+	struct tmp t;
+	struct disk *d;
+
+	tmp_create(&t, DISK_BYTES, 21);
+	d = open_ok(t.path, eng);
+	assert_string_equal(disk_format_name(d), "raw");
+	file_read(t.path, 0, before, sizeof(before));
+
+	/* A qcow2 header naming a host file as its backing file, in one sector. */
+	memset(sec, 0, sizeof(sec));
+	memcpy(sec, magic, 4);
+	sec[7] = 3;
+	memcpy(sec + 200, "/etc/shadow", 11);
+	assert_int_equal(write_split(d, &r, v, 0, sec, sizeof(sec), 256, &c), -EPERM);
+	assert_int_equal(write_split(d, &r, v, 0, sec, sizeof(sec), 2, &c), -EPERM);
+	assert_int_equal(write_split(d, &r, v, 0, sec, 4, 1, &c), -EPERM);
+	assert_int_equal(disk_inflight(d), 0);
+	assert_int_equal(c.calls, 0);
+	assert_file_head(t.path, before, sizeof(before));
+
+	/* Bytes already there plus a partial write that completes the magic. */
+	memset(sec, 0, sizeof(sec));
+	sec[3] = 0xfb;
+	assert_int_equal(rw(d, DISK_OP_WRITE, 0, sec, sizeof(sec)), sizeof(sec));
+	assert_int_equal(write_split(d, &r, v, 0, (uint8_t *)"QFI", 3, 1, &c), -EPERM);
+	assert_int_equal(write_split(d, &r, v, 1, (uint8_t *)"FIxx", 4, 2, &c), 0); /* "\0FIx" */
+	disk_wait(d);
+	assert_int_equal(c.last, 4);
+	memcpy(sec, "QFI", 3);
+	sec[3] = 0;
+	assert_int_equal(rw(d, DISK_OP_WRITE, 0, sec, 4), 4);
+	sec[3] = 0xfb;
+	assert_int_equal(write_split(d, &r, v, 3, sec + 3, 1, 0, &c), -EPERM);
+	assert_int_equal(write_split(d, &r, v, 2, sec + 2, 2, 1, &c), -EPERM);
+	sec[3] = 0;
+	assert_file_head(t.path, sec, 4);
+
+	/* An MBR, zeroes and discard of sector 0 are ordinary writes. */
+	memset(mbr, 0, sizeof(mbr));
+	mbr[0] = 0xeb;
+	mbr[1] = 0x63;
+	mbr[2] = 0x90;
+	mbr[446] = 0x80;
+	mbr[450] = 0x83;
+	mbr[510] = 0x55;
+	mbr[511] = 0xaa;
+	assert_int_equal(rw(d, DISK_OP_WRITE, 0, mbr, sizeof(mbr)), sizeof(mbr));
+	assert_file_head(t.path, mbr, sizeof(mbr));
+	assert_int_equal(ranged(d, DISK_OP_WRITE_ZEROES, 0, 4096, 0), 0);
+	assert_int_equal(ranged(d, DISK_OP_DISCARD, 0, 4096, 0), 0);
+	assert_int_equal(rw(d, DISK_OP_WRITE, 0, mbr, sizeof(mbr)), sizeof(mbr));
+
+	/*
+	 * With a write of the first bytes in flight, a partial one could land
+	 * before or after it: refused until it finished. Whole ones may overlap.
+	 */
+	assert_int_equal(write_split(d, &r, v, 0, mbr, sizeof(mbr), 100, &c), 0);
+	assert_int_equal(write_split(d, &r2, v2, 1, (uint8_t *)"FI", 2, 1, &c2), -EPERM);
+	assert_int_equal(write_split(d, &r2, v2, 0, mbr, sizeof(mbr), 3, &c2), 0);
+	disk_wait(d);
+	assert_int_equal(write_split(d, &r, v, 1, (uint8_t *)"FI", 2, 1, &c), 0);
+	assert_int_equal(write_split(d, &r2, v2, 0, mbr, sizeof(mbr), 3, &c2), -EPERM);
+	disk_wait(d);
+	assert_int_equal(c.last, 2);
+	assert_int_equal(c2.calls, 1);
+	assert_int_equal(c.calls, 3);
+	disk_close(d);
+
+	/* Still raw when detected again. */
+	d = open_ok(t.path, eng | DISK_OPEN_READ_ONLY);
+	assert_string_equal(disk_format_name(d), "raw");
+	disk_close(d);
+
+	/* Explicit raw: the file is the caller's business. */
+	assert_int_equal(disk_open_opts(t.path, &raw, &d, &err), 0);
+	memset(sec, 0, sizeof(sec));
+	memcpy(sec, magic, 4);
+	assert_int_equal(rw(d, DISK_OP_WRITE, 0, sec, sizeof(sec)), sizeof(sec));
+	disk_close(d);
+	assert_file_head(t.path, magic, 4);
+	tmp_remove(&t);
+}
+
 /* Each engine test twice: the default engine (io_uring where allowed), then the thread pool. */
 /* clang-format off */
 #define ENG(fn)								\
@@ -645,6 +771,7 @@ int main(void)
 		ENG(test_many_in_flight),
 		ENG(test_resubmit_and_close),
 		ENG(test_file_shrank),
+		ENG(test_probed_raw_guard),
 		cmocka_unit_test(test_odd_size),
 		cmocka_unit_test(test_locking),
 		cmocka_unit_test(test_bad_paths),

@@ -25,9 +25,12 @@
  * workload (fdatasync, then POSIX_FADV_DONTNEED: only this file, no root
  * needed); otherwise the page cache is used as found.
  *
+ * The image is raw or qcow2 (--format; detected from its header by
+ * default), as disk_open_opts() takes it.
+ *
  * One line per workload on stdout:
- *   disk_engine workload=W engine=E depth=N bytes=B ios=N seconds=S
- *       mib_s=X iops=Y complete=yes|no
+ *   disk_engine workload=W engine=E format=F depth=N bytes=B ios=N
+ *       seconds=S mib_s=X iops=Y complete=yes|no
  * (on one line). --tsc-khz instead measures the TSC rate against
  * CLOCK_MONOTONIC_RAW for about 0.3 s and prints tsc_khz=N: a KVM guest
  * without TSC scaling counts at that rate (bench/blk converts the guest's
@@ -175,14 +178,17 @@ static int drop_cache(const char *path)
 	return -e;
 }
 
-static int run_workload(const char *path, enum workload wl, unsigned int flags, uint64_t size_mib,
-			unsigned int depth, double runtime, bool loop, uint8_t *bufs)
+static int run_workload(const char *path, enum workload wl, unsigned int flags,
+			enum disk_format format, uint64_t size_mib, unsigned int depth,
+			double runtime, bool loop, uint8_t *bufs)
 {
+	struct disk_opts o = {.flags = flags | (wl == W_SEQ_WRITE ? 0 : DISK_OPEN_READ_ONLY),
+			      .format = format};
 	struct vmm_err err = {{0}};
 	struct slot *slots;
 	struct pollfd pfd;
 	struct run r;
-	const char *engine;
+	const char *engine, *fmt;
 	double t0, t1, secs;
 	unsigned int i;
 	int ret;
@@ -191,8 +197,7 @@ static int run_workload(const char *path, enum workload wl, unsigned int flags, 
 	r.wl = wl;
 	r.loop = loop;
 	r.rng = 0x5eed;
-	ret = disk_open_flags(path, flags | (wl == W_SEQ_WRITE ? 0 : DISK_OPEN_READ_ONLY), &r.d,
-			      &err);
+	ret = disk_open_opts(path, &o, &r.d, &err);
 	if (ret < 0) {
 		fprintf(stderr, "disk_engine: %s\n", err.msg);
 		return 1;
@@ -234,7 +239,8 @@ static int run_workload(const char *path, enum workload wl, unsigned int flags, 
 		}
 	}
 	t1 = now(CLOCK_MONOTONIC);
-	engine = disk_engine(r.d); /* a static string: still valid after disk_close() */
+	engine = disk_engine(r.d); /* static strings: still valid after disk_close() */
+	fmt = disk_format_name(r.d);
 	disk_close(r.d);
 	free(slots);
 	if (r.error) {
@@ -243,10 +249,10 @@ static int run_workload(const char *path, enum workload wl, unsigned int flags, 
 		return 1;
 	}
 	secs = t1 - t0;
-	printf("disk_engine workload=%s engine=%s depth=%u bytes=%llu ios=%llu seconds=%.6f "
-	       "mib_s=%.1f iops=%.0f complete=%s\n",
-	       wl_names[wl], engine, depth, (unsigned long long)r.bytes, (unsigned long long)r.done,
-	       secs, secs > 0 ? (double)r.bytes / MIB / secs : 0.0,
+	printf("disk_engine workload=%s engine=%s format=%s depth=%u bytes=%llu ios=%llu "
+	       "seconds=%.6f mib_s=%.1f iops=%.0f complete=%s\n",
+	       wl_names[wl], engine, fmt, depth, (unsigned long long)r.bytes,
+	       (unsigned long long)r.done, secs, secs > 0 ? (double)r.bytes / MIB / secs : 0.0,
 	       secs > 0 ? (double)r.done / secs : 0.0, r.done >= r.total ? "yes" : "no");
 	fflush(stdout);
 	return 0;
@@ -279,6 +285,7 @@ static void usage(FILE *f)
 		"                     default: all three in that order)\n"
 		"  -e, --engine E     io_uring (default; libvmm falls back to threads when the\n"
 		"                     kernel refuses io_uring) or threads (DISK_OPEN_THREAD_POOL)\n"
+		"  -f, --format F     raw, qcow2 or detect (default: detect from the header)\n"
 		"  -s, --size MIB     range [0, MIB MiB) (default: the whole image)\n"
 		"  -q, --depth N      requests in flight (default 32, at most %d)\n"
 		"  -t, --runtime S    start no request after S s per workload (default: no limit)\n"
@@ -294,6 +301,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{"workload", required_argument, NULL, 'w'},
 		{"engine", required_argument, NULL, 'e'},
+		{"format", required_argument, NULL, 'f'},
 		{"size", required_argument, NULL, 's'},
 		{"depth", required_argument, NULL, 'q'},
 		{"runtime", required_argument, NULL, 't'},
@@ -305,6 +313,7 @@ int main(int argc, char **argv)
 	};
 	enum workload wls[16];
 	unsigned int nwl = 0, depth = 32, flags = 0, i, w;
+	enum disk_format format = DISK_FORMAT_DETECT;
 	uint64_t size_mib = 0;
 	double runtime = 0;
 	bool cold = false, loop = false;
@@ -312,7 +321,7 @@ int main(int argc, char **argv)
 	char *end;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "w:e:s:q:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "w:e:f:s:q:t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'w':
 			for (w = 0; w < N_WORKLOADS && strcmp(optarg, wl_names[w]); w++)
@@ -331,6 +340,12 @@ int main(int argc, char **argv)
 				flags = 0;
 			} else {
 				fprintf(stderr, "disk_engine: --engine io_uring|threads\n");
+				return 2;
+			}
+			break;
+		case 'f':
+			if (disk_format_parse(optarg, &format) < 0) {
+				fprintf(stderr, "disk_engine: --format raw|qcow2|detect\n");
 				return 2;
 			}
 			break;
@@ -404,8 +419,8 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
-		ret = run_workload(argv[optind], wls[i], flags, size_mib, depth, runtime, loop,
-				   bufs);
+		ret = run_workload(argv[optind], wls[i], flags, format, size_mib, depth, runtime,
+				   loop, bufs);
 	}
 	free(bufs);
 	return ret;

@@ -538,6 +538,70 @@ def case_blk_disks():
     check(" root=/dev/vda ro" in cl, "the command line names the root disk: %r" % cl)
 
 
+def qemu_img(*args):
+    """Run qemu-img; returns the CompletedProcess (text)."""
+    return subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
+
+
+def need_qemu_img():
+    if not shutil.which("qemu-img"):
+        print("skipped: qemu-img (Debian's qemu-utils) is not installed")
+        sys.exit(SKIP)
+
+
+def case_blk_qcow2_read():
+    """The guest reads the pattern through a qcow2 image made by qemu-img from the raw one."""
+    need_kvm()
+    need_qemu_img()
+    p = pattern()
+    raw = os.path.join(tmp, "qread.raw")
+    img = os.path.join(tmp, "qread.qcow2")
+    p.write_image(raw, 1234, 0, 4096)
+    r = qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, img)
+    check(r.returncode == 0, "qemu-img convert -O qcow2: %s" % r.stderr)
+    st, lines, err = boot(bzimage, ["-d", img], params="guest.aps=0 guest.blk.verify=0:0:4096:1234")
+    check(st == 0, "blk qcow2 read: exit status %s (%s)" % (st, err.strip()))
+    check(re.search(r"capacity=4096 ro=1", blk_line(lines, "GUEST blk 0 slot=")),
+          "qcow2 disk is read-only, 4096 sectors")
+    check("GUEST blk verify disk=0 sectors=4096 ok" in lines, "known sectors read back through qcow2")
+    check_pass(lines, "blk qcow2 read")
+
+
+def case_blk_qcow2_write():
+    """64 MiB written to a qcow2 --rwdisk over a raw backing file; qemu-img checks and converts it."""
+    need_kvm()
+    need_qemu_img()
+    p = pattern()
+    total = (96 << 20) // 512
+    # From sector 3: the first and last clusters are partly copied from the backing file.
+    first, sectors = 3, (64 << 20) // 512
+    base = os.path.join(tmp, "qbase.raw")
+    img = os.path.join(tmp, "qover.qcow2")
+    out = os.path.join(tmp, "qover.raw")
+    p.write_image(base, 5, 0, total)
+    r = qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", img)
+    check(r.returncode == 0, "qemu-img create overlay: %s" % r.stderr)
+    st, lines, err = boot(bzimage, ["--rwdisk", img, "-m", "256"],
+                          params="guest.aps=0 guest.blk.write=0:%d:%d:77" % (first, sectors))
+    check(st == 0, "blk qcow2 write: exit status %s (%s)" % (st, err.strip()))
+    check(re.search(r"capacity=%d ro=0" % total, blk_line(lines, "GUEST blk 0 slot=")),
+          "qcow2 overlay is writable, %d sectors" % total)
+    check("GUEST blk write disk=0 sectors=%d status=ok" % sectors in lines, "64 MiB written")
+    check("GUEST blk flush disk=0 status=ok" in lines, "flushed")
+    r = qemu_img("check", img)
+    check(r.returncode == 0, "qemu-img check is clean (exit %s): %s" % (r.returncode, r.stdout + r.stderr))
+    r = qemu_img("convert", "-f", "qcow2", "-O", "raw", img, out)
+    check(r.returncode == 0, "qemu-img convert -O raw: %s" % r.stderr)
+    check(os.path.getsize(out) == total * 512, "converted size %d" % os.path.getsize(out))
+    for what, seed, lo, n in [("before the write", 5, 0, first),
+                              ("written by the guest", 77, first, sectors),
+                              ("after the write", 5, first + sectors, total - first - sectors)]:
+        bad = p.check(out, seed, lo, n)
+        check(bad is None, "sectors %s match (first bad sector %s)" % (what, bad))
+    bad = p.check(base, 5, 0, total)
+    check(bad is None, "the backing file is unchanged (first bad sector %s)" % bad)
+
+
 def case_blk_discard_zeroes():
     need_kvm()
     p = pattern()

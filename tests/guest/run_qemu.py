@@ -7,7 +7,6 @@ Exit status: 0 pass, 1 fail, 77 skip (no qemu-system-x86_64).
 """
 import argparse
 import os
-import random
 import re
 import selectors
 import shutil
@@ -17,25 +16,18 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import pattern  # noqa: E402
+from qemu_runner import (QEMU, Failure, check, check_ending, check_initrd,  # noqa: E402
+                         make_initrd, one, qemu_command, run_main, run_to_exit,
+                         skip_without_qemu, tagged)
 
-QEMU = "qemu-system-x86_64"
 TIMEOUT = 60
 BASE = 0x100000
 SMP = 4
 MEM_MIB = 256
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 # ---------------------------------------------------------------- QEMU runs
@@ -43,85 +35,16 @@ def check(cond, msg):
 def run_qemu(machine, kernel, append, initrd=None, extra=(), stdin_after_hello=None,
              smp=SMP):
     """Run QEMU until it exits by itself; return (status, list of GUEST lines)."""
-    cmd = [QEMU, "-M", machine, "-accel", "tcg", "-m", str(MEM_MIB), "-smp", str(smp),
-           "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-           "-no-reboot", "-kernel", kernel, "-append", append, *extra]
+    cmd = qemu_command(machine, MEM_MIB, smp, kernel, append, extra)
     if initrd:
         cmd += ["-initrd", initrd]
-    print("+", " ".join(cmd), flush=True)
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
-        out = bytearray()
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + TIMEOUT
-        pending = stdin_after_hello
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Failure(f"QEMU still running after {TIMEOUT} s")
-                if not sel.select(left):
-                    continue
-                data = os.read(proc.stdout.fileno(), 65536)
-                if not data:
-                    break
-                out += data
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-                if pending is not None and b"GUEST hello\n" in out:
-                    proc.stdin.write(pending)
-                    proc.stdin.flush()
-                    pending = None
-            status = proc.wait(max(deadline - time.monotonic(), 1))
-        except (Failure, subprocess.TimeoutExpired) as e:
-            proc.kill()
-            proc.wait()
-            raise Failure(str(e) if isinstance(e, Failure) else f"QEMU did not exit in {TIMEOUT} s")
-        finally:
-            sel.close()
-            proc.stdin.close()
-            proc.stdout.close()
-            err.seek(0)
-            msg = err.read().decode(errors="replace").strip()
-            if msg:
-                print("qemu stderr:", msg, flush=True)
-    lines = []
-    for line in out.decode(errors="replace").split("\n"):
-        i = line.find("GUEST ")  # firmware output may precede the first line
-        if i >= 0:
-            lines.append(line[i:])
-    return status, lines
-
-
-def make_initrd(directory, size=300 * 1024, seed=20240601):
-    data = random.Random(seed).randbytes(size)
-    path = os.path.join(directory, "initrd.bin")
-    with open(path, "wb") as f:
-        f.write(data)
-    return path, data
+    return run_to_exit(cmd, TIMEOUT, feed=stdin_after_hello)
 
 
 # ---------------------------------------------------------------- output checks
 
 def find(lines, prefix):
     return [l for l in lines if l.startswith(prefix)]
-
-
-def one(lines, pattern):
-    rx = re.compile(pattern)
-    hits = [m for m in map(rx.fullmatch, lines) if m]
-    check(len(hits) == 1, f"expected exactly one line matching {pattern!r}, got {len(hits)}")
-    return hits[0]
-
-
-def check_ending(lines, status, exit_mode, result="pass"):
-    check(status == 0, f"QEMU exit status {status}")
-    fails = find(lines, "GUEST FAIL")
-    check(not fails, f"guest reported failures: {fails}")
-    check(lines and lines[0] == "GUEST hello", "first line is not 'GUEST hello'")
-    check(f"GUEST result {result}" in lines, f"no 'GUEST result {result}'")
-    check(lines[-1] == f"GUEST exit {exit_mode}", f"last line is not 'GUEST exit {exit_mode}'")
 
 
 def check_full(lines, status, entry, append, initrd_data, pci=True, hw_reduced=None,
@@ -143,10 +66,7 @@ def check_full(lines, status, entry, append, initrd_data, pci=True, hw_reduced=N
 
     check(f"GUEST cmdline={append}" in lines, "command line not echoed exactly")
 
-    m = one(lines, r"GUEST initrd addr=0x([0-9a-f]+) size=(\d+) crc32=([0-9a-f]{8})")
-    check(int(m.group(2)) == len(initrd_data), f"initrd size {m.group(2)}")
-    want = f"{zlib.crc32(initrd_data):08x}"
-    check(m.group(3) == want, f"initrd crc32 {m.group(3)}, host computes {want}")
+    check_initrd(lines, initrd_data)
 
     one(lines, r"GUEST cpuid vendor=.{12} hypervisor=\S+ apic_id=0")
     one(lines, r"GUEST acpi rsdp=0x[0-9a-f]+ rev=\d+ oem=.{6}")
@@ -566,9 +486,7 @@ class Vm:
     """QEMU running in the background; GUEST lines collected as they come."""
 
     def __init__(self, append, extra=(), kernel=None, qmp=None, smp=2, timeout=TIMEOUT):
-        cmd = [QEMU, "-M", "q35", "-accel", "tcg", "-m", str(MEM_MIB), "-smp", str(smp),
-               "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-               "-no-reboot", "-kernel", kernel, "-append", append, *extra]
+        cmd = qemu_command("q35", MEM_MIB, smp, kernel, append, extra)
         if qmp:
             cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
         print("+", " ".join(cmd), flush=True)
@@ -599,10 +517,9 @@ class Vm:
             *done, rest = (rest + data).split(b"\n")
             with self.cond:
                 for raw in done:
-                    line = raw.decode(errors="replace")
-                    i = line.find("GUEST ")
-                    if i >= 0:
-                        self.lines.append(line[i:])
+                    line = tagged(raw.decode(errors="replace"))
+                    if line is not None:
+                        self.lines.append(line)
                         self.times.append(time.monotonic())
                 self.cond.notify_all()
         with self.cond:
@@ -1050,9 +967,7 @@ def main():
         pattern_selftest()
         print("pattern: pass")
         return
-    if not shutil.which(QEMU):
-        print(f"{QEMU} not installed: skipping", flush=True)
-        sys.exit(77)
+    skip_without_qemu()
     if args.case in NET_CASES:
         enter_netns()
 
@@ -1079,7 +994,7 @@ def main():
             check(int(m.group(1)) * 4096 >= 240 << 20, f"touched only {m.group(0)}")
             print(f"{case}: pass")
             return
-        initrd, data = make_initrd(tmp)
+        initrd, data = make_initrd(tmp, 300 * 1024, 20240601)
         if case == "q35-bzimage":
             st, lines = run_qemu("q35", args.bzimage, append, initrd)
             check_full(lines, st, "32", append, data)
@@ -1121,8 +1036,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Failure as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
+    run_main(main)

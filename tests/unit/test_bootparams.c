@@ -13,60 +13,7 @@
 #include "lib/loader/kernel.h"
 #include "lib/memory.h"
 #include "lib/x86/bootparams.h"
-
-#define RAM_SIZE MiB(64)
-#define POISON	 0xcc
-
-static uint8_t *ram;
-static struct guest_mem gm;
-static struct vmm_err err;
-
-static int setup_ram(void **state)
-{
-	(void)state;
-	ram = malloc(RAM_SIZE);
-	if (!ram)
-		return -1;
-	gm_init_fake(&gm, ram, RAM_SIZE);
-	return 0;
-}
-
-static int teardown_ram(void **state)
-{
-	(void)state;
-	free(ram);
-	ram = NULL;
-	return 0;
-}
-
-static int reset(void **state)
-{
-	(void)state;
-	memset(ram, POISON, RAM_SIZE);
-	err_clear(&err);
-	return 0;
-}
-
-static void expect_msg(const char *needle)
-{
-	if (!strstr(err.msg, needle))
-		fail_msg("message \"%s\" does not contain \"%s\"", err.msg, needle);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) | (uint32_t)get16(p + 2) << 16;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
+#include "boot_test_util.h"
 
 /* guest_mem for @mem bytes split like gm_init() does; e820_build reads only gpa/size. */
 static struct guest_mem fake_layout(uint64_t mem)
@@ -257,18 +204,18 @@ static void check_common(const uint8_t *zp, const struct boot_setup *s)
 
 	assert_int_equal(zp[BP_TYPE_OF_LOADER], 0xff);
 	assert_int_equal(zp[BP_LOADFLAGS] & 0x81, 0x81);
-	assert_int_equal(get16(zp + BP_HEAP_END_PTR), 0xfe00);
-	assert_int_equal(get16(zp + 0x1fa), 0xffff); /* vid_mode */
-	assert_int_equal(get16(zp + BP_BOOT_FLAG), 0xAA55);
+	assert_int_equal(get_le(zp + BP_HEAP_END_PTR, 2), 0xfe00);
+	assert_int_equal(get_le(zp + 0x1fa, 2), 0xffff); /* vid_mode */
+	assert_int_equal(get_le(zp + BP_BOOT_FLAG, 2), 0xAA55);
 	assert_memory_equal(zp + BP_HEADER_MAGIC, "HdrS", 4);
-	assert_int_equal(get32(zp + BP_CMD_LINE_PTR), LAYOUT_CMDLINE);
-	assert_int_equal(get32(zp + BP_EXT_CMD_LINE_PTR), 0);
+	assert_int_equal(get_le(zp + BP_CMD_LINE_PTR, 4), LAYOUT_CMDLINE);
+	assert_int_equal(get_le(zp + BP_EXT_CMD_LINE_PTR, 4), 0);
 	assert_memory_equal(ram + LAYOUT_CMDLINE, s->cmdline, len + 1);
-	assert_int_equal(get32(zp + BP_RAMDISK_IMAGE), (uint32_t)s->initrd_addr);
-	assert_int_equal(get32(zp + BP_RAMDISK_SIZE), (uint32_t)s->initrd_size);
-	assert_int_equal(get32(zp + BP_EXT_RAMDISK_IMAGE), (uint32_t)(s->initrd_addr >> 32));
-	assert_int_equal(get32(zp + BP_EXT_RAMDISK_SIZE), (uint32_t)(s->initrd_size >> 32));
-	assert_int_equal(get64(zp + BP_ACPI_RSDP_ADDR), s->rsdp_addr);
+	assert_int_equal(get_le(zp + BP_RAMDISK_IMAGE, 4), (uint32_t)s->initrd_addr);
+	assert_int_equal(get_le(zp + BP_RAMDISK_SIZE, 4), (uint32_t)s->initrd_size);
+	assert_int_equal(get_le(zp + BP_EXT_RAMDISK_IMAGE, 4), (uint32_t)(s->initrd_addr >> 32));
+	assert_int_equal(get_le(zp + BP_EXT_RAMDISK_SIZE, 4), (uint32_t)(s->initrd_size >> 32));
+	assert_int_equal(get_le(zp + BP_ACPI_RSDP_ADDR, 8), s->rsdp_addr);
 	assert_int_equal(zp[BP_E820_ENTRIES], n);
 	assert_int_equal(n, 5);
 	assert_memory_equal(zp + BP_E820_TABLE, e, n * sizeof(e[0]));
@@ -297,7 +244,7 @@ static void test_bp_elf(void **state)
 	(void)state;
 	assert_int_equal(bootparams_write(&gm, &s, &err), 0);
 	check_common(zp, &s);
-	assert_int_equal(get16(zp + BP_VERSION), 0x020f);
+	assert_int_equal(get_le(zp + BP_VERSION, 2), 0x020f);
 	assert_int_equal(zp[BP_LOADFLAGS], 0x81);
 	assert_int_equal(zp[BP_SETUP_SECTS], 0);
 }
@@ -318,9 +265,9 @@ static void test_bp_bzimage(void **state)
 	assert_int_equal(bootparams_write(&gm, &s, &err), 0);
 	check_common(zp, &s);
 	assert_int_equal(zp[BP_SETUP_SECTS], 27);
-	assert_int_equal(get16(zp + BP_VERSION), 0x020f);
+	assert_int_equal(get_le(zp + BP_VERSION, 2), 0x020f);
 	assert_int_equal(zp[BP_LOADFLAGS], 0xa1); /* QUIET kept, CAN_USE_HEAP added */
-	assert_int_equal(get32(zp + BP_CMDLINE_SIZE), 0xfff);
+	assert_int_equal(get_le(zp + BP_CMDLINE_SIZE, 4), 0xfff);
 	/* Every header byte the loader does not own is the kernel's. */
 	for (unsigned int off = BP_HDR; off < BP_HDR + SETUP_HDR_MAX; off++) {
 		bool ours = (off >= 0x1fa && off < 0x1fc) || off == BP_TYPE_OF_LOADER ||
@@ -333,7 +280,7 @@ static void test_bp_bzimage(void **state)
 			fail_msg("header byte 0x%x: 0x%02x != 0x%02x", off, zp[off],
 				 k.setup_hdr[off - BP_HDR]);
 	}
-	assert_int_equal(get64(zp + 0x250), 0);
+	assert_int_equal(get_le(zp + 0x250, 8), 0);
 	/* Past the copied header: zero. */
 	assert_int_equal(zp[BP_HDR + SETUP_HDR_MAX], 0);
 
@@ -360,10 +307,10 @@ static void test_bp_high_initrd(void **state)
 	(void)state;
 	assert_int_equal(bootparams_write(&gm, &s, &err), 0);
 	check_common(zp, &s);
-	assert_int_equal(get32(zp + BP_RAMDISK_IMAGE), 0x23456000);
-	assert_int_equal(get32(zp + BP_EXT_RAMDISK_IMAGE), 1);
-	assert_int_equal(get32(zp + BP_RAMDISK_SIZE), 0x10);
-	assert_int_equal(get32(zp + BP_EXT_RAMDISK_SIZE), 0x20);
+	assert_int_equal(get_le(zp + BP_RAMDISK_IMAGE, 4), 0x23456000);
+	assert_int_equal(get_le(zp + BP_EXT_RAMDISK_IMAGE, 4), 1);
+	assert_int_equal(get_le(zp + BP_RAMDISK_SIZE, 4), 0x10);
+	assert_int_equal(get_le(zp + BP_EXT_RAMDISK_SIZE, 4), 0x20);
 	assert_int_equal(ram[LAYOUT_CMDLINE], 0);
 
 	/* A NULL command line is an empty one. */
@@ -455,14 +402,14 @@ int main(void)
 		cmocka_unit_test(test_e820_tiny),
 	};
 	const struct CMUnitTest bp[] = {
-		cmocka_unit_test_setup(test_bp_elf, reset),
-		cmocka_unit_test_setup(test_bp_bzimage, reset),
-		cmocka_unit_test_setup(test_bp_high_initrd, reset),
-		cmocka_unit_test_setup(test_bp_cmdline_too_long, reset),
-		cmocka_unit_test_setup(test_bp_tiny_ram, reset),
+		cmocka_unit_test_setup(test_bp_elf, fake_ram_reset),
+		cmocka_unit_test_setup(test_bp_bzimage, fake_ram_reset),
+		cmocka_unit_test_setup(test_bp_high_initrd, fake_ram_reset),
+		cmocka_unit_test_setup(test_bp_cmdline_too_long, fake_ram_reset),
+		cmocka_unit_test_setup(test_bp_tiny_ram, fake_ram_reset),
 	};
 	int failed = cmocka_run_group_tests_name("e820", e820, NULL, NULL);
 
-	failed += cmocka_run_group_tests_name("bootparams", bp, setup_ram, teardown_ram);
+	failed += cmocka_run_group_tests_name("bootparams", bp, fake_ram_setup, fake_ram_teardown);
 	return failed;
 }

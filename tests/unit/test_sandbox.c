@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -44,7 +43,6 @@
 
 #define RAM_SIZE (4u << 20)
 #define QSIZE	 16
-#define WAIT_MS	 10000
 
 /* ---- Helpers ---- */
 
@@ -59,21 +57,6 @@ static struct sandbox_config sb_config(const char *policy)
 	return c;
 }
 
-/* Guest RAM the child shares: gm_init()'s memfd mapping; vt_alloc() hands out its low part. */
-static void shared_guest_init(struct vt_guest *g, uint64_t size)
-{
-	memset(g, 0, sizeof(*g));
-	assert_int_equal(gm_init(&g->mem, size, NULL), 0);
-	g->ram = g->mem.base;
-	g->size = gm_low_end(&g->mem);
-}
-
-static void shared_guest_destroy(struct vt_guest *g)
-{
-	gm_destroy(&g->mem);
-	memset(g, 0, sizeof(*g));
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec t;
@@ -82,36 +65,23 @@ static int64_t now_ms(void)
 	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static bool poll_in(int fd, int timeout_ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	int r;
-
-	do {
-		r = poll(&p, 1, timeout_ms);
-	} while (r < 0 && errno == EINTR);
-	assert_true(r >= 0);
-	return r > 0;
-}
-
 /* Wait for the child's death through the wait fd, then reap it into @why. */
 static void wait_death(struct virtio_proxy *px, char *why, size_t len)
 {
-	if (!poll_in(virtio_proxy_wait_fd(px), WAIT_MS))
-		fail_msg("the device process did not die within %d ms", WAIT_MS);
+	if (!vt_poll_in(virtio_proxy_wait_fd(px), VT_WAIT_MS))
+		fail_msg("the device process did not die within %d ms", VT_WAIT_MS);
 	assert_int_equal(virtio_proxy_reap(px, why, len), 0);
 }
 
 /* activate() through the proxy; on failure, say how the child ended if it did. */
-static void activate_ok(struct virtio_device *dev, const struct virtio_activation *act,
-			struct virtio_proxy *px)
+static void activate_ok(struct vt_dev *d, struct virtio_proxy *px)
 {
-	int ret = dev->ops->activate(dev->dev, act);
+	int ret = d->dev.ops->activate(d->dev.dev, &d->env.act);
 	char why[200] = "still running";
 
 	if (ret == 0)
 		return;
-	if (poll_in(virtio_proxy_wait_fd(px), WAIT_MS))
+	if (vt_poll_in(virtio_proxy_wait_fd(px), VT_WAIT_MS))
 		virtio_proxy_reap(px, why, sizeof(why));
 	fail_msg("activate: %d (the device process: %s)", ret, why);
 }
@@ -142,6 +112,16 @@ static bool proc_status(pid_t pid, const char *key, char *out, size_t len)
 	}
 	fclose(f);
 	return found;
+}
+
+/* /proc/@pid/status has "@key: @want". */
+static void expect_status(pid_t pid, const char *key, const char *want)
+{
+	char val[128];
+
+	if (!proc_status(pid, key, val, sizeof(val)))
+		fail_msg("no %s in /proc/%d/status", key, (int)pid);
+	assert_string_equal(val, want);
 }
 
 /*
@@ -362,7 +342,7 @@ static void test_spawn_refuses_bad_policy(void **state)
 	struct vt_guest g;
 	char dir[PATH_MAX];
 
-	shared_guest_init(&g, RAM_SIZE);
+	vt_guest_init_shared(&g, RAM_SIZE);
 	assert_int_equal(virtio_rng_create(&dev, NULL), 0);
 	orig = dev;
 	assert_int_equal(virtio_proxy_spawn(&dev, &g.mem, &sb, &px, &err), -ENOENT);
@@ -382,150 +362,127 @@ static void test_spawn_refuses_bad_policy(void **state)
 	remove_temp_dir(dir);
 
 	dev.ops->destroy(dev.dev);
-	shared_guest_destroy(&g);
+	vt_guest_destroy(&g);
+}
+
+/*
+ * A device moved into a jailed child: d.dev is the proxy's stand-in (its
+ * ops reach the child), d.g is shared with the child.
+ */
+struct pxfx {
+	struct vt_dev d;
+	struct virtio_proxy *px;
+};
+
+/* Move @d's device into a jailed child under @sb; the test fails if it cannot. */
+static struct virtio_proxy *spawn(struct vt_dev *d, const struct sandbox_config *sb)
+{
+	struct virtio_proxy *px;
+	struct vmm_err err = {""};
+
+	if (virtio_proxy_spawn(&d->dev, &d->g.mem, sb, &px, &err))
+		fail_msg("virtio_proxy_spawn: %s", err.msg);
+	return px;
+}
+
+static void pxfx_free(struct pxfx *f)
+{
+	vt_dev_destroy(&f->d);
+	free(f);
 }
 
 /* ---- virtio-rng through the proxy ---- */
 
-struct rngfx {
-	struct vt_guest g;
-	struct vt_queue vq;
-	struct vt_env env;
-	struct virtio_device dev;
-	struct virtio_proxy *px;
-};
-
-static struct rngfx *rng_new(const struct sandbox_config *sb, unsigned int flags)
+static struct pxfx *rng_new(const struct sandbox_config *sb, unsigned int flags)
 {
-	struct rngfx *f = calloc(1, sizeof(*f));
-	struct vt_queue *qs[1];
-	struct vmm_err err = {""};
-	uint64_t features = 1ull << VIRTIO_F_VERSION_1;
+	struct pxfx *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	shared_guest_init(&f->g, RAM_SIZE);
-	vt_queue_init(&f->vq, &f->g, QSIZE, flags);
-	qs[0] = &f->vq;
-	if (flags & VT_EVENT_IDX)
-		features |= 1ull << VIRTIO_F_RING_EVENT_IDX;
-	if (flags & VT_INDIRECT)
-		features |= 1ull << VIRTIO_F_INDIRECT_DESC;
-	vt_env_init(&f->env, qs, 1, features);
-	assert_int_equal(virtio_rng_create(&f->dev, NULL), 0);
-	if (virtio_proxy_spawn(&f->dev, &f->g.mem, sb, &f->px, &err))
-		fail_msg("virtio_proxy_spawn: %s", err.msg);
-	assert_ptr_equal(f->dev.dev, f->px);
+	vt_guest_init_shared(&f->d.g, RAM_SIZE);
+	vt_dev_queues_init(&f->d, 1, QSIZE, flags, 0);
+	assert_int_equal(virtio_rng_create(&f->d.dev, NULL), 0);
+	f->px = spawn(&f->d, sb);
+	assert_ptr_equal(f->d.dev.dev, f->px);
 	return f;
-}
-
-static void rng_free(struct rngfx *f)
-{
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->destroy(f->dev.dev);
-	vt_env_destroy(&f->env);
-	shared_guest_destroy(&f->g);
-	free(f);
-}
-
-/* Wait for the next used entry as a driver would: used_event, look, sleep on the interrupt. */
-static void wait_used(struct vt_queue *vq, int call_fd, uint32_t *id, uint32_t *len)
-{
-	for (;;) {
-		vt_set_used_event(vq, vq->used_seen);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (vt_get_used(vq, id, len))
-			return;
-		if (!vt_eventfd_wait(call_fd, WAIT_MS))
-			fail_msg("no interrupt within %d ms", WAIT_MS);
-	}
-}
-
-static bool all_zero(struct vt_guest *g, uint64_t gpa, uint32_t len)
-{
-	const uint8_t *p = vt_host(g, gpa, len);
-
-	for (uint32_t i = 0; i < len; i++)
-		if (p[i])
-			return false;
-	return true;
 }
 
 static void test_rng_serves(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct rngfx *f = rng_new(&sb, VT_EVENT_IDX | VT_INDIRECT);
-	struct vt_buf b[2] = {vt_buf_new(&f->g, 16, true), vt_buf_new(&f->g, 48, true)};
+	struct pxfx *f = rng_new(&sb, VT_EVENT_IDX | VT_INDIRECT);
+	struct vt_buf b[2] = {vt_buf_new(&f->d.g, 16, true), vt_buf_new(&f->d.g, 48, true)};
 	uint8_t cfg[4] = {1, 2, 3, 4};
 	uint16_t head;
 	uint32_t id, len;
 
-	assert_string_equal(f->dev.ops->name, "virtio-rng");
-	assert_int_equal(f->dev.ops->device_id, VIRTIO_ID_RNG);
-	assert_int_equal(f->dev.ops->features(f->dev.dev), 0);
-	f->dev.ops->config_read(f->dev.dev, 0, cfg, 0);
+	assert_string_equal(f->d.dev.ops->name, "virtio-rng");
+	assert_int_equal(f->d.dev.ops->device_id, VIRTIO_ID_RNG);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev), 0);
+	f->d.dev.ops->config_read(f->d.dev.dev, 0, cfg, 0);
 	assert_int_equal(cfg[0], 1);
-	activate_ok(&f->dev, &f->env.act, f->px);
+	activate_ok(&f->d, f->px);
 	/* Both kinds of chain, many rounds: bytes land in guest RAM, interrupts on the call fd. */
 	for (unsigned int round = 0; round < 20; round++) {
-		memset(vt_host(&f->g, b[0].gpa, 16), 0, 16);
-		memset(vt_host(&f->g, b[1].gpa, 48), 0, 48);
-		head = round & 1 ? vt_add_chain(&f->vq, b, 2) : vt_add_chain_indirect(&f->vq, b, 2);
-		vt_eventfd_signal(f->env.act.kick_fd[0]);
-		wait_used(&f->vq, f->env.act.call_fd[0], &id, &len);
+		memset(vt_host(&f->d.g, b[0].gpa, 16), 0, 16);
+		memset(vt_host(&f->d.g, b[1].gpa, 48), 0, 48);
+		head = round & 1 ? vt_add_chain(&f->d.vq[0], b, 2)
+				 : vt_add_chain_indirect(&f->d.vq[0], b, 2);
+		vt_dev_kick(&f->d, 0);
+		vt_dev_wait_used(&f->d, 0, &id, &len);
 		assert_int_equal(id, head);
 		assert_int_equal(len, 64);
-		assert_false(all_zero(&f->g, b[0].gpa, 16));
-		assert_false(all_zero(&f->g, b[1].gpa, 48));
+		assert_false(vt_guest_filled(&f->d.g, b[0].gpa, 16, 0));
+		assert_false(vt_guest_filled(&f->d.g, b[1].gpa, 48, 0));
 	}
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
-	rng_free(f);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
+	pxfx_free(f);
 }
 
 /* A broken ring: NEEDS_RESET comes back through the event socket; reset and restart work. */
 static void test_rng_needs_reset(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct rngfx *f = rng_new(&sb, 0);
-	struct vt_buf good = vt_buf_new(&f->g, 8, true);
+	struct pxfx *f = rng_new(&sb, 0);
+	struct vt_buf good = vt_buf_new(&f->d.g, 8, true);
 	uint32_t len;
 
-	activate_ok(&f->dev, &f->env.act, f->px);
-	vt_set_avail_idx(&f->vq, QSIZE + 1);
-	vt_eventfd_signal(f->env.act.kick_fd[0]);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	activate_ok(&f->d, f->px);
+	vt_set_avail_idx(&f->d.vq[0], QSIZE + 1);
+	vt_dev_kick(&f->d, 0);
+	assert_int_equal(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS), 1);
 
-	f->dev.ops->reset(f->dev.dev);
-	assert_int_equal(virtq_start(&f->vq.q), 0);
-	vt_queue_set_indexes(&f->vq, 0);
-	vt_add_chain(&f->vq, &good, 1);
-	activate_ok(&f->dev, &f->env.act, f->px);
-	wait_used(&f->vq, f->env.act.call_fd[0], NULL, &len);
+	f->d.dev.ops->reset(f->d.dev.dev);
+	assert_int_equal(virtq_start(&f->d.vq[0].q), 0);
+	vt_queue_set_indexes(&f->d.vq[0], 0);
+	vt_add_chain(&f->d.vq[0], &good, 1);
+	activate_ok(&f->d, f->px);
+	vt_dev_wait_used(&f->d, 0, NULL, &len);
 	assert_int_equal(len, 8);
 	/* Activating twice is refused by the device, through the proxy. */
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), -EBUSY);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
-	rng_free(f);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &f->d.env.act), -EBUSY);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
+	pxfx_free(f);
 }
 
 /* Queue indexes that do not start at 0 reach the child (the wrap-around case). */
 static void test_rng_indexes(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct rngfx *f = rng_new(&sb, VT_EVENT_IDX);
-	struct vt_buf b = vt_buf_new(&f->g, 32, true);
+	struct pxfx *f = rng_new(&sb, VT_EVENT_IDX);
+	struct vt_buf b = vt_buf_new(&f->d.g, 32, true);
 
-	vt_queue_set_indexes(&f->vq, 65530);
-	activate_ok(&f->dev, &f->env.act, f->px);
+	vt_queue_set_indexes(&f->d.vq[0], 65530);
+	activate_ok(&f->d, f->px);
 	for (unsigned int i = 0; i < 12; i++) {
 		uint32_t len;
 
-		vt_add_chain(&f->vq, &b, 1);
-		vt_eventfd_signal(f->env.act.kick_fd[0]);
-		wait_used(&f->vq, f->env.act.call_fd[0], NULL, &len);
+		vt_add_chain(&f->d.vq[0], &b, 1);
+		vt_dev_kick(&f->d, 0);
+		vt_dev_wait_used(&f->d, 0, NULL, &len);
 		assert_int_equal(len, 32);
 	}
-	assert_int_equal(vt_used_idx(&f->vq), (uint16_t)(65530 + 12));
-	rng_free(f);
+	assert_int_equal(vt_used_idx(&f->d.vq[0]), (uint16_t)(65530 + 12));
+	pxfx_free(f);
 }
 
 /* The child: no capabilities, its own namespaces, an empty root, only its descriptors. */
@@ -536,7 +493,7 @@ static void test_jail(void **state)
 	static const char *const nss[] = {"pid", "net", "mnt", "ipc", "uts"};
 	char val[128], self[128], child[128], path[PATH_MAX], pidstr[16];
 	unsigned int sockets = 0, eventfds = 0, n = 0;
-	struct rngfx *f;
+	struct pxfx *f;
 	struct dirent *e;
 	unsigned int ns;
 	DIR *d;
@@ -549,30 +506,21 @@ static void test_jail(void **state)
 	snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
 	ns = virtio_proxy_namespaces(f->px);
 
-	assert_true(proc_status(pid, "CapEff", val, sizeof(val)));
-	assert_string_equal(val, "0000000000000000");
-	assert_true(proc_status(pid, "CapPrm", val, sizeof(val)));
-	assert_string_equal(val, "0000000000000000");
-	assert_true(proc_status(pid, "CapInh", val, sizeof(val)));
-	assert_string_equal(val, "0000000000000000");
-	assert_true(proc_status(pid, "CapAmb", val, sizeof(val)));
-	assert_string_equal(val, "0000000000000000");
-	assert_true(proc_status(pid, "NoNewPrivs", val, sizeof(val)));
-	assert_string_equal(val, "1");
-	assert_true(proc_status(pid, "Seccomp", val, sizeof(val)));
-	assert_string_equal(val, "2");
+	expect_status(pid, "CapEff", "0000000000000000");
+	expect_status(pid, "CapPrm", "0000000000000000");
+	expect_status(pid, "CapInh", "0000000000000000");
+	expect_status(pid, "CapAmb", "0000000000000000");
+	expect_status(pid, "NoNewPrivs", "1");
+	expect_status(pid, "Seccomp", "2");
 	if (getuid() == 0) {
-		assert_true(proc_status(pid, "CapBnd", val, sizeof(val)));
-		assert_string_equal(val, "0000000000000000");
-		assert_true(proc_status(pid, "Uid", val, sizeof(val)));
-		assert_string_equal(val, "65534\t65534\t65534\t65534");
-		assert_true(proc_status(pid, "Gid", val, sizeof(val)));
-		assert_string_equal(val, "65534\t65534\t65534\t65534");
+		expect_status(pid, "CapBnd", "0000000000000000");
+		expect_status(pid, "Uid", "65534\t65534\t65534\t65534");
+		expect_status(pid, "Gid", "65534\t65534\t65534\t65534");
 	}
 
 	if (!can_inspect()) {
 		close(sentinel);
-		rng_free(f);
+		pxfx_free(f);
 		return;
 	}
 	/* Where the host allows namespaces, the device has them, each differing from ours. */
@@ -639,7 +587,7 @@ static void test_jail(void **state)
 	assert_int_equal(eventfds, 1);
 	assert_int_equal(n, 6);
 	close(sentinel);
-	rng_free(f);
+	pxfx_free(f);
 }
 
 /* Whether /proc/@pid/maps has a mapping that starts at @addr. */
@@ -665,16 +613,16 @@ static void test_foreign_ram(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
 	struct guest_mem other;
-	struct rngfx *f;
+	struct pxfx *f;
 
 	assert_int_equal(gm_init(&other, RAM_SIZE, NULL), 0);
 	f = rng_new(&sb, 0);
 	assert_true(maps_has(getpid(), other.base));
 	if (can_inspect()) {
-		assert_true(maps_has(virtio_proxy_pid(f->px), f->g.mem.base));
+		assert_true(maps_has(virtio_proxy_pid(f->px), f->d.g.mem.base));
 		assert_false(maps_has(virtio_proxy_pid(f->px), other.base));
 	}
-	rng_free(f);
+	pxfx_free(f);
 	gm_destroy(&other);
 }
 
@@ -682,8 +630,8 @@ static void test_foreign_ram(void **state)
 static void test_jail_no_namespaces(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct rngfx *f;
-	char val[64], self[128], child[128], pidstr[16];
+	struct pxfx *f;
+	char self[128], child[128], pidstr[16];
 	struct vt_buf b;
 	uint32_t len;
 
@@ -696,17 +644,15 @@ static void test_jail_no_namespaces(void **state)
 		ns_link(pidstr, "net", child, sizeof(child));
 		assert_string_equal(self, child);
 	}
-	assert_true(proc_status(virtio_proxy_pid(f->px), "CapEff", val, sizeof(val)));
-	assert_string_equal(val, "0000000000000000");
-	assert_true(proc_status(virtio_proxy_pid(f->px), "Seccomp", val, sizeof(val)));
-	assert_string_equal(val, "2");
-	b = vt_buf_new(&f->g, 100, true);
-	activate_ok(&f->dev, &f->env.act, f->px);
-	vt_add_chain(&f->vq, &b, 1);
-	vt_eventfd_signal(f->env.act.kick_fd[0]);
-	wait_used(&f->vq, f->env.act.call_fd[0], NULL, &len);
+	expect_status(virtio_proxy_pid(f->px), "CapEff", "0000000000000000");
+	expect_status(virtio_proxy_pid(f->px), "Seccomp", "2");
+	b = vt_buf_new(&f->d.g, 100, true);
+	activate_ok(&f->d, f->px);
+	vt_add_chain(&f->d.vq[0], &b, 1);
+	vt_dev_kick(&f->d, 0);
+	vt_dev_wait_used(&f->d, 0, NULL, &len);
 	assert_int_equal(len, 100);
-	rng_free(f);
+	pxfx_free(f);
 }
 
 /* ---- A device that breaks its policy ---- */
@@ -792,71 +738,61 @@ static const struct virtio_device_ops evil_ops = {
 	.destroy = evil_destroy,
 };
 
-static struct virtio_proxy *evil_spawn(struct vt_guest *g, struct virtio_device *dev)
+/* The evil device in a jailed child under the rng's policy; no queues yet. */
+static struct virtio_proxy *evil_spawn(struct vt_dev *d)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct virtio_proxy *px;
-	struct vmm_err err = {""};
 
-	shared_guest_init(g, RAM_SIZE);
-	dev->ops = &evil_ops;
-	dev->dev = calloc(1, sizeof(struct evil));
-	assert_non_null(dev->dev);
-	if (virtio_proxy_spawn(dev, &g->mem, &sb, &px, &err))
-		fail_msg("virtio_proxy_spawn: %s", err.msg);
-	return px;
+	memset(d, 0, sizeof(*d));
+	vt_guest_init_shared(&d->g, RAM_SIZE);
+	d->dev.ops = &evil_ops;
+	d->dev.dev = calloc(1, sizeof(struct evil));
+	assert_non_null(d->dev.dev);
+	return spawn(d, &sb);
 }
 
 static void test_violation_config_write(void **state)
 {
-	struct virtio_device dev;
-	struct vt_guest g;
-	struct virtio_proxy *px = evil_spawn(&g, &dev);
+	struct vt_dev d;
+	struct virtio_proxy *px = evil_spawn(&d);
 	uint8_t data[8] = {0};
 	char why[200];
 	int64_t t0;
 
-	assert_int_equal(dev.ops->features(dev.dev), 1);
-	dev.ops->config_read(dev.dev, 0, data, 8);
+	assert_int_equal(d.dev.ops->features(d.dev.dev), 1);
+	d.dev.ops->config_read(d.dev.dev, 0, data, 8);
 	assert_int_equal(data[7], 0xab);
 	assert_int_equal(virtio_proxy_reap(px, why, sizeof(why)), -EAGAIN);
 
 	t0 = now_ms();
-	dev.ops->config_write(dev.dev, 0, data, 4);
+	d.dev.ops->config_write(d.dev.dev, 0, data, 4);
 	wait_death(px, why, sizeof(why));
-	assert_true(now_ms() - t0 < WAIT_MS);
+	assert_true(now_ms() - t0 < VT_WAIT_MS);
 	assert_string_equal(why, "killed by signal SIGSYS (seccomp violation: syscall openat)");
 	/* Afterwards every op fails cleanly and at once. */
-	assert_int_equal(dev.ops->features(dev.dev), 0);
-	dev.ops->config_read(dev.dev, 0, data, 8);
+	assert_int_equal(d.dev.ops->features(d.dev.dev), 0);
+	d.dev.ops->config_read(d.dev.dev, 0, data, 8);
 	assert_int_equal(data[0], 0);
 	/* Reaping again repeats the description. */
 	assert_int_equal(virtio_proxy_reap(px, why, sizeof(why)), 0);
 	assert_non_null(strstr(why, "seccomp"));
-	dev.ops->destroy(dev.dev);
-	shared_guest_destroy(&g);
+	d.dev.ops->destroy(d.dev.dev);
+	vt_guest_destroy(&d.g);
 }
 
 static void test_violation_worker(void **state)
 {
-	struct virtio_device dev;
-	struct vt_guest g;
-	struct virtio_proxy *px = evil_spawn(&g, &dev);
-	struct vt_queue vq, *qs[1] = {&vq};
-	struct vt_env env;
+	struct vt_dev d;
+	struct virtio_proxy *px = evil_spawn(&d);
 	char why[200];
 
-	vt_queue_init(&vq, &g, QSIZE, 0);
-	vt_env_init(&env, qs, 1, 1ull << VIRTIO_F_VERSION_1);
+	vt_dev_queues_init(&d, 1, QSIZE, 0, 0);
 	/* The reply may or may not beat the violation. */
-	dev.ops->activate(dev.dev, &env.act);
+	d.dev.ops->activate(d.dev.dev, &d.env.act);
 	wait_death(px, why, sizeof(why));
 	assert_string_equal(why, "killed by signal SIGSYS (seccomp violation: syscall openat)");
-	assert_int_equal(dev.ops->activate(dev.dev, &env.act), -EIO);
-	dev.ops->reset(dev.dev);
-	dev.ops->destroy(dev.dev);
-	vt_env_destroy(&env);
-	shared_guest_destroy(&g);
+	assert_int_equal(d.dev.ops->activate(d.dev.dev, &d.env.act), -EIO);
+	vt_dev_destroy(&d);
 }
 
 /* ---- The child's death ---- */
@@ -864,27 +800,27 @@ static void test_violation_worker(void **state)
 static void test_sigkill(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_rng");
-	struct rngfx *f = rng_new(&sb, 0);
+	struct pxfx *f = rng_new(&sb, 0);
 	uint8_t data[4] = {1, 1, 1, 1};
 	char why[200];
 	int64_t t0;
 
-	activate_ok(&f->dev, &f->env.act, f->px);
-	assert_false(poll_in(virtio_proxy_wait_fd(f->px), 0));
+	activate_ok(&f->d, f->px);
+	assert_false(vt_poll_in(virtio_proxy_wait_fd(f->px), 0));
 	assert_int_equal(kill(virtio_proxy_pid(f->px), SIGKILL), 0);
-	assert_true(poll_in(virtio_proxy_wait_fd(f->px), WAIT_MS));
+	assert_true(vt_poll_in(virtio_proxy_wait_fd(f->px), VT_WAIT_MS));
 	/* Before reaping: requests see the closed socket and fail at once. */
 	t0 = now_ms();
-	assert_int_equal(f->dev.ops->features(f->dev.dev), 0);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev), 0);
 	assert_int_equal(virtio_proxy_reap(f->px, why, sizeof(why)), 0);
 	assert_string_equal(why, "killed by signal SIGKILL");
-	f->dev.ops->config_read(f->dev.dev, 0, data, 0);
-	f->dev.ops->config_write(f->dev.dev, 0, data, 0);
-	f->dev.ops->reset(f->dev.dev);
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), -EIO);
-	f->dev.ops->reset(f->dev.dev);
+	f->d.dev.ops->config_read(f->d.dev.dev, 0, data, 0);
+	f->d.dev.ops->config_write(f->d.dev.dev, 0, data, 0);
+	f->d.dev.ops->reset(f->d.dev.dev);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &f->d.env.act), -EIO);
+	f->d.dev.ops->reset(f->d.dev.dev);
 	assert_true(now_ms() - t0 < 1000);
-	rng_free(f);
+	pxfx_free(f);
 }
 
 static int sys_pidfd_open(pid_t pid)
@@ -920,16 +856,16 @@ static void test_parent_death(void **state)
 			pause();
 	}
 	close(pfd[1]);
-	assert_true(poll_in(pfd[0], WAIT_MS));
+	assert_true(vt_poll_in(pfd[0], VT_WAIT_MS));
 	assert_int_equal(read(pfd[0], &dev_pid, sizeof(dev_pid)), sizeof(dev_pid));
 	close(pfd[0]);
 	dfd = sys_pidfd_open(dev_pid);
 	assert_true(dfd >= 0);
-	assert_false(poll_in(dfd, 0));
+	assert_false(vt_poll_in(dfd, 0));
 	assert_int_equal(kill(helper, SIGKILL), 0);
 	assert_int_equal(waitpid(helper, &status, 0), helper);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	if (!poll_in(dfd, WAIT_MS))
+	if (!vt_poll_in(dfd, VT_WAIT_MS))
 		fail_msg("device process %d outlived its VMM", (int)dev_pid);
 	close(dfd);
 }
@@ -937,14 +873,6 @@ static void test_parent_death(void **state)
 /* ---- virtio-blk: real images (raw and qcow2 over a raw backing file), both engines ---- */
 
 #define IMG_BYTES (1u << 20)
-
-struct blkfx {
-	struct vt_guest g;
-	struct vt_queue vq;
-	struct vt_env env;
-	struct virtio_device dev;
-	struct virtio_proxy *px;
-};
 
 static uint8_t img_pattern(uint64_t off)
 {
@@ -969,11 +897,10 @@ static void make_image(char *path, size_t len)
 }
 
 /* Open @path, make a virtio-blk on it, move it into a jailed child and activate it. */
-static struct blkfx *blk_open(const char *path, const struct disk_opts *o)
+static struct pxfx *blk_open(const char *path, const struct disk_opts *o)
 {
 	struct sandbox_config sb = sb_config("virtio_blk");
-	struct blkfx *f = calloc(1, sizeof(*f));
-	struct vt_queue *qs[1];
+	struct pxfx *f = calloc(1, sizeof(*f));
 	struct vmm_err err = {""};
 	struct disk *d;
 	uint64_t cap;
@@ -981,33 +908,19 @@ static struct blkfx *blk_open(const char *path, const struct disk_opts *o)
 	assert_non_null(f);
 	if (disk_open_opts(path, o, &d, &err))
 		fail_msg("disk_open_opts: %s", err.msg);
-	assert_int_equal(virtio_blk_create(d, "sandboxed", &f->dev, &err), 0);
-	shared_guest_init(&f->g, RAM_SIZE);
-	if (virtio_proxy_spawn(&f->dev, &f->g.mem, &sb, &f->px, &err))
-		fail_msg("virtio_proxy_spawn: %s", err.msg);
+	assert_int_equal(virtio_blk_create(d, "sandboxed", &f->d.dev, &err), 0);
+	vt_guest_init_shared(&f->d.g, RAM_SIZE);
+	f->px = spawn(&f->d, &sb);
 	/* The capacity comes through config space. */
-	f->dev.ops->config_read(f->dev.dev, VIRTIO_BLK_CFG_CAPACITY, (uint8_t *)&cap, 8);
+	f->d.dev.ops->config_read(f->d.dev.dev, VIRTIO_BLK_CFG_CAPACITY, (uint8_t *)&cap, 8);
 	assert_int_equal(le64toh(cap), IMG_BYTES / 512);
-	vt_queue_init(&f->vq, &f->g, 64, VT_EVENT_IDX);
-	qs[0] = &f->vq;
-	vt_env_init(&f->env, qs, 1,
-		    f->dev.ops->features(f->dev.dev) | 1ull << VIRTIO_F_VERSION_1 |
-			    1ull << VIRTIO_F_RING_EVENT_IDX);
-	activate_ok(&f->dev, &f->env.act, f->px);
+	vt_dev_queues_init(&f->d, 1, 64, VT_EVENT_IDX, f->d.dev.ops->features(f->d.dev.dev));
+	activate_ok(&f->d, f->px);
 	return f;
 }
 
-static void blk_close(struct blkfx *f)
-{
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->destroy(f->dev.dev);
-	vt_env_destroy(&f->env);
-	shared_guest_destroy(&f->g);
-	free(f);
-}
-
 /* One request: header, @len bytes at @data_gpa (none when 0), status. Returns the status. */
-static uint8_t do_blk(struct blkfx *f, uint32_t type, uint64_t sector, uint64_t data_gpa,
+static uint8_t do_blk(struct pxfx *f, uint32_t type, uint64_t sector, uint64_t data_gpa,
 		      uint32_t len)
 {
 	struct vt_buf b[3];
@@ -1017,28 +930,28 @@ static uint8_t do_blk(struct blkfx *f, uint32_t type, uint64_t sector, uint64_t 
 	uint16_t head;
 	uint8_t *hdr;
 
-	b[n++] = vt_buf_new(&f->g, 16, false);
+	b[n++] = vt_buf_new(&f->d.g, 16, false);
 	if (len)
 		b[n++] = (struct vt_buf){data_gpa, len, type == VIRTIO_BLK_T_IN};
 	st = n;
-	b[n++] = vt_buf_new(&f->g, 1, true);
-	hdr = vt_host(&f->g, b[0].gpa, 16);
+	b[n++] = vt_buf_new(&f->d.g, 1, true);
+	hdr = vt_host(&f->d.g, b[0].gpa, 16);
 	memcpy(hdr, &t, 4);
 	memcpy(hdr + 8, &s, 8);
-	*(uint8_t *)vt_host(&f->g, b[st].gpa, 1) = 0xff;
-	head = vt_add_chain(&f->vq, b, n);
-	vt_eventfd_signal(f->env.act.kick_fd[0]);
-	wait_used(&f->vq, f->env.act.call_fd[0], &id, &used);
+	*(uint8_t *)vt_host(&f->d.g, b[st].gpa, 1) = 0xff;
+	head = vt_add_chain(&f->d.vq[0], b, n);
+	vt_dev_kick(&f->d, 0);
+	vt_dev_wait_used(&f->d, 0, &id, &used);
 	assert_int_equal(id, head);
-	return *(uint8_t *)vt_host(&f->g, b[st].gpa, 1);
+	return *(uint8_t *)vt_host(&f->d.g, b[st].gpa, 1);
 }
 
 /* DISCARD or WRITE_ZEROES of [sector, sector + n). */
-static uint8_t do_blk_range(struct blkfx *f, uint32_t type, uint64_t sector, uint32_t n,
+static uint8_t do_blk_range(struct pxfx *f, uint32_t type, uint64_t sector, uint32_t n,
 			    uint32_t flags)
 {
-	uint64_t gpa = vt_alloc(&f->g, 16, 8);
-	uint8_t *seg = vt_host(&f->g, gpa, 16);
+	uint64_t gpa = vt_alloc(&f->d.g, 16, 8);
+	uint8_t *seg = vt_host(&f->d.g, gpa, 16);
 	uint64_t s = htole64(sector);
 	uint32_t v = htole32(n), fl = htole32(flags);
 
@@ -1048,9 +961,9 @@ static uint8_t do_blk_range(struct blkfx *f, uint32_t type, uint64_t sector, uin
 	return do_blk(f, type, 0, gpa, 16);
 }
 
-static bool guest_is(struct blkfx *f, uint64_t gpa, uint64_t disk_off, uint32_t len, int fill)
+static bool guest_is(struct pxfx *f, uint64_t gpa, uint64_t disk_off, uint32_t len, int fill)
 {
-	const uint8_t *p = vt_host(&f->g, gpa, len);
+	const uint8_t *p = vt_host(&f->d.g, gpa, len);
 
 	for (uint32_t i = 0; i < len; i++)
 		if (p[i] != (fill >= 0 ? (uint8_t)fill : img_pattern(disk_off + i)))
@@ -1071,7 +984,7 @@ static void blk_workload(unsigned int open_flags, bool qcow2)
 			      .format = qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW};
 	char base[PATH_MAX], top[PATH_MAX + 8];
 	struct vmm_err err = {""};
-	struct blkfx *f;
+	struct pxfx *f;
 	uint64_t wgpa, rgpa;
 
 	make_image(base, sizeof(base));
@@ -1082,15 +995,15 @@ static void blk_workload(unsigned int open_flags, bool qcow2)
 			fail_msg("qcow2_create: %s", err.msg);
 	}
 	f = blk_open(top, &o);
-	wgpa = vt_alloc(&f->g, 8192, 512);
-	rgpa = vt_alloc(&f->g, 8192, 512);
+	wgpa = vt_alloc(&f->d.g, 8192, 512);
+	rgpa = vt_alloc(&f->d.g, 8192, 512);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 100, rgpa, 4096), VIRTIO_BLK_S_OK);
 	assert_true(guest_is(f, rgpa, 100 * 512, 4096, -1));
 	for (unsigned int i = 0; i < 8192; i++)
-		((uint8_t *)vt_host(&f->g, wgpa, 8192))[i] = (uint8_t)(i ^ 0x5a);
+		((uint8_t *)vt_host(&f->d.g, wgpa, 8192))[i] = (uint8_t)(i ^ 0x5a);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_OUT, 10, wgpa, 8192), VIRTIO_BLK_S_OK);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 10, rgpa, 8192), VIRTIO_BLK_S_OK);
-	assert_memory_equal(vt_host(&f->g, rgpa, 8192), vt_host(&f->g, wgpa, 8192), 8192);
+	assert_memory_equal(vt_host(&f->d.g, rgpa, 8192), vt_host(&f->d.g, wgpa, 8192), 8192);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_FLUSH, 0, 0, 0), VIRTIO_BLK_S_OK);
 	assert_int_equal(do_blk_range(f, VIRTIO_BLK_T_WRITE_ZEROES, 512, 128, 0), VIRTIO_BLK_S_OK);
 	assert_int_equal(
@@ -1098,21 +1011,21 @@ static void blk_workload(unsigned int open_flags, bool qcow2)
 		VIRTIO_BLK_S_OK);
 	assert_int_equal(do_blk_range(f, VIRTIO_BLK_T_DISCARD, 1536, 128, 0), VIRTIO_BLK_S_OK);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_FLUSH, 0, 0, 0), VIRTIO_BLK_S_OK);
-	blk_close(f);
+	pxfx_free(f);
 
 	/* Again, in a new child: the data is there, and the zeroed ranges read as zero. */
 	f = blk_open(top, &o);
-	rgpa = vt_alloc(&f->g, 8192, 512);
+	rgpa = vt_alloc(&f->d.g, 8192, 512);
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 10, rgpa, 8192), VIRTIO_BLK_S_OK);
 	for (unsigned int i = 0; i < 8192; i++)
-		assert_int_equal(((uint8_t *)vt_host(&f->g, rgpa, 8192))[i], (uint8_t)(i ^ 0x5a));
+		assert_int_equal(((uint8_t *)vt_host(&f->d.g, rgpa, 8192))[i], (uint8_t)(i ^ 0x5a));
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 512, rgpa, 8192), VIRTIO_BLK_S_OK);
 	assert_true(guest_is(f, rgpa, 0, 8192, 0));
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 1024, rgpa, 8192), VIRTIO_BLK_S_OK);
 	assert_true(guest_is(f, rgpa, 0, 8192, 0));
 	assert_int_equal(do_blk(f, VIRTIO_BLK_T_IN, 2000, rgpa, 4096), VIRTIO_BLK_S_OK);
 	assert_true(guest_is(f, rgpa, 2000 * 512, 4096, -1));
-	blk_close(f);
+	pxfx_free(f);
 	if (qcow2)
 		unlink(top);
 	unlink(base);
@@ -1145,55 +1058,49 @@ static void test_net(void **state)
 	static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 	struct sandbox_config sb = sb_config("virtio_net");
 	struct tap_info info = {.no_ioctl = true};
-	struct virtio_device dev;
+	struct vt_queue *rx, *tx;
 	struct virtio_proxy *px;
-	struct vmm_err err = {""};
-	struct vt_queue rx, tx, *qs[2] = {&rx, &tx};
-	struct vt_env env;
-	struct vt_guest g;
+	struct vt_dev d;
 	uint8_t frame[60], got[128], cfg[6];
 	struct vt_buf b;
 	uint32_t len;
 	int sv[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(virtio_net_create(sv[0], mac, &info, &dev, &err), 0);
-	shared_guest_init(&g, RAM_SIZE);
-	if (virtio_proxy_spawn(&dev, &g.mem, &sb, &px, &err))
-		fail_msg("virtio_proxy_spawn: %s", err.msg);
-	dev.ops->config_read(dev.dev, VIRTIO_NET_CFG_MAC, cfg, 6);
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(virtio_net_create(sv[0], mac, &info, &d.dev, NULL), 0);
+	vt_guest_init_shared(&d.g, RAM_SIZE);
+	px = spawn(&d, &sb);
+	d.dev.ops->config_read(d.dev.dev, VIRTIO_NET_CFG_MAC, cfg, 6);
 	assert_memory_equal(cfg, mac, 6);
-	vt_queue_init(&rx, &g, QSIZE, 0);
-	vt_queue_init(&tx, &g, QSIZE, 0);
-	vt_env_init(&env, qs, 2, 1ull << VIRTIO_F_VERSION_1);
-	activate_ok(&dev, &env.act, px);
+	vt_dev_queues_init(&d, 2, QSIZE, 0, 0);
+	rx = &d.vq[VIRTIO_NET_RXQ];
+	tx = &d.vq[VIRTIO_NET_TXQ];
+	activate_ok(&d, px);
 
 	/* Transmit: header + frame from the guest, the frame on the "tap". */
 	for (unsigned int i = 0; i < sizeof(frame); i++)
 		frame[i] = (uint8_t)i;
-	b = vt_buf_new(&g, VIRTIO_NET_HDR_SIZE + sizeof(frame), false);
-	memcpy(vt_host(&g, b.gpa + VIRTIO_NET_HDR_SIZE, sizeof(frame)), frame, sizeof(frame));
-	vt_add_chain(&tx, &b, 1);
-	vt_eventfd_signal(env.act.kick_fd[VIRTIO_NET_TXQ]);
-	assert_true(poll_in(sv[1], WAIT_MS));
+	b = vt_buf_new(&d.g, VIRTIO_NET_HDR_SIZE + sizeof(frame), false);
+	memcpy(vt_host(&d.g, b.gpa + VIRTIO_NET_HDR_SIZE, sizeof(frame)), frame, sizeof(frame));
+	vt_add_chain(tx, &b, 1);
+	vt_dev_kick(&d, VIRTIO_NET_TXQ);
+	assert_true(vt_poll_in(sv[1], VT_WAIT_MS));
 	assert_int_equal(recv(sv[1], got, sizeof(got), 0), sizeof(frame));
 	assert_memory_equal(got, frame, sizeof(frame));
 
 	/* Receive: a frame from the "tap" lands after the header. */
-	b = vt_buf_new(&g, 1526, true);
-	vt_add_chain(&rx, &b, 1);
-	vt_eventfd_signal(env.act.kick_fd[VIRTIO_NET_RXQ]);
+	b = vt_buf_new(&d.g, 1526, true);
+	vt_add_chain(rx, &b, 1);
+	vt_dev_kick(&d, VIRTIO_NET_RXQ);
 	frame[0] = 0xee;
 	assert_int_equal(send(sv[1], frame, sizeof(frame), 0), sizeof(frame));
-	wait_used(&rx, env.act.call_fd[VIRTIO_NET_RXQ], NULL, &len);
+	vt_dev_wait_used(&d, VIRTIO_NET_RXQ, NULL, &len);
 	assert_int_equal(len, VIRTIO_NET_HDR_SIZE + sizeof(frame));
-	assert_memory_equal(vt_host(&g, b.gpa + VIRTIO_NET_HDR_SIZE, sizeof(frame)), frame,
+	assert_memory_equal(vt_host(&d.g, b.gpa + VIRTIO_NET_HDR_SIZE, sizeof(frame)), frame,
 			    sizeof(frame));
 
-	dev.ops->reset(dev.dev);
-	dev.ops->destroy(dev.dev);
-	vt_env_destroy(&env);
-	shared_guest_destroy(&g);
+	vt_dev_destroy(&d);
 	close(sv[1]);
 }
 
@@ -1203,57 +1110,49 @@ static void test_balloon(void **state)
 {
 	struct sandbox_config sb = sb_config("virtio_balloon");
 	struct virtio_balloon_counters c;
-	struct virtio_device dev;
 	struct virtio_balloon *b;
 	struct virtio_proxy *px;
-	struct vmm_err err = {""};
-	struct vt_queue vq[2], *qs[2] = {&vq[0], &vq[1]};
-	struct vt_env env;
-	struct vt_guest g;
+	struct vt_dev d;
 	uint8_t cfg[8];
 	uint32_t v, pfn;
 	uint64_t page;
 	struct vt_buf pb;
 	uint32_t len;
 
-	shared_guest_init(&g, RAM_SIZE);
-	assert_int_equal(virtio_balloon_create(&g.mem, &dev, &b, NULL), 0);
-	if (virtio_proxy_spawn(&dev, &g.mem, &sb, &px, &err))
-		fail_msg("virtio_proxy_spawn: %s", err.msg);
+	memset(&d, 0, sizeof(d));
+	vt_guest_init_shared(&d.g, RAM_SIZE);
+	assert_int_equal(virtio_balloon_create(&d.g.mem, &d.dev, &b, NULL), 0);
+	px = spawn(&d, &sb);
 
 	/* The host's target reaches the guest's config through the child. */
 	assert_int_equal(virtio_balloon_set_target(b, 1 << 20), 0);
-	dev.ops->config_read(dev.dev, 0, cfg, 8);
+	d.dev.ops->config_read(d.dev.dev, 0, cfg, 8);
 	memcpy(&v, cfg + VIRTIO_BALLOON_CFG_NUM_PAGES, 4);
 	assert_int_equal(le32toh(v), 256);
 	/* The driver's `actual` reaches the host. */
 	v = htole32(100);
-	dev.ops->config_write(dev.dev, VIRTIO_BALLOON_CFG_ACTUAL, (uint8_t *)&v, 4);
+	d.dev.ops->config_write(d.dev.dev, VIRTIO_BALLOON_CFG_ACTUAL, (uint8_t *)&v, 4);
 	assert_int_equal(virtio_balloon_actual(b), 100 * 4096);
 
 	/* Inflate one page: it reads as zero afterwards; the host's counters see it. */
-	vt_queue_init(&vq[0], &g, QSIZE, 0);
-	vt_queue_init(&vq[1], &g, QSIZE, 0);
-	vt_env_init(&env, qs, 2, 1ull << VIRTIO_F_VERSION_1);
-	activate_ok(&dev, &env.act, px);
-	page = vt_alloc(&g, 4096, 4096);
-	memset(vt_host(&g, page, 4096), 0x77, 4096);
+	vt_dev_queues_init(&d, 2, QSIZE, 0, 0);
+	activate_ok(&d, px);
+	page = vt_alloc(&d.g, 4096, 4096);
+	memset(vt_host(&d.g, page, 4096), 0x77, 4096);
 	pfn = htole32((uint32_t)(page >> 12));
-	pb = vt_buf_new(&g, 4, false);
-	memcpy(vt_host(&g, pb.gpa, 4), &pfn, 4);
-	vt_add_chain(&vq[0], &pb, 1);
-	vt_eventfd_signal(env.act.kick_fd[0]);
-	wait_used(&vq[0], env.act.call_fd[0], NULL, &len);
-	assert_true(all_zero(&g, page, 4096));
+	pb = vt_buf_new(&d.g, 4, false);
+	memcpy(vt_host(&d.g, pb.gpa, 4), &pfn, 4);
+	vt_add_chain(&d.vq[0], &pb, 1);
+	vt_dev_kick(&d, 0);
+	vt_dev_wait_used(&d, 0, NULL, &len);
+	assert_true(vt_guest_filled(&d.g, page, 4096, 0));
 	virtio_balloon_get_counters(b, &c);
 	assert_int_equal(c.inflated, 1);
 
 	/* Reset in the child clears `actual` for the host too. */
-	dev.ops->reset(dev.dev);
+	d.dev.ops->reset(d.dev.dev);
 	assert_int_equal(virtio_balloon_actual(b), 0);
-	dev.ops->destroy(dev.dev);
-	vt_env_destroy(&env);
-	shared_guest_destroy(&g);
+	vt_dev_destroy(&d);
 }
 
 int main(void)

@@ -19,114 +19,60 @@
 
 #define RAM_SIZE  (1024 * 1024)
 #define QSIZE	  16
-#define WAIT_MS	  5000
 #define PAGE	  4096u
 #define PATTERN	  0xa5
 #define NQ	  2
 #define Q_INFLATE VIRTIO_BALLOON_Q_INFLATE
 #define Q_DEFLATE VIRTIO_BALLOON_Q_DEFLATE
 
-enum ram_kind {
-	RAM_CALLOC, /* vt_guest_init: heap memory, maybe not page aligned */
-	RAM_SPARSE, /* vt_guest_init_sparse: private anonymous mapping */
-	RAM_MEMFD,  /* gm_init: the real thing, a shared memfd mapping */
-};
-
 struct fixture {
-	enum ram_kind kind;
-	struct vt_guest g;
-	struct vt_queue vq[NQ];
-	struct vt_env env;
-	struct virtio_device dev;
-	struct virtio_balloon *b;
+	struct vt_dev d;
+	struct virtio_balloon *b; /* d.dev.dev */
 };
 
-static struct fixture *fixture_new_size(enum ram_kind kind, uint64_t size, unsigned int flags)
+/* A balloon on @size bytes of guest RAM of @kind, its two queues laid out with @flags (VT_*). */
+static struct fixture *fixture_new_size(enum vt_ram_kind kind, uint64_t size, unsigned int flags)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct vt_queue *qs[NQ];
-	uint64_t features = 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_BALLOON_F_DEFLATE_ON_OOM;
 
 	assert_non_null(f);
-	f->kind = kind;
-	if (kind == RAM_CALLOC) {
-		vt_guest_init(&f->g, size);
-	} else if (kind == RAM_SPARSE) {
-		vt_guest_init_sparse(&f->g, size);
-	} else {
-		/* Queues and test pages live in the RAM below the hole. */
-		assert_int_equal(gm_init(&f->g.mem, size, NULL), 0);
-		f->g.ram = f->g.mem.base;
-		f->g.size = gm_low_end(&f->g.mem);
-	}
-	for (unsigned int i = 0; i < NQ; i++) {
-		vt_queue_init(&f->vq[i], &f->g, QSIZE, flags);
-		qs[i] = &f->vq[i];
-	}
-	if (flags & VT_EVENT_IDX)
-		features |= 1ull << VIRTIO_F_RING_EVENT_IDX;
-	vt_env_init(&f->env, qs, NQ, features);
-	assert_int_equal(virtio_balloon_create(&f->g.mem, &f->dev, &f->b, NULL), 0);
-	assert_ptr_equal(f->b, f->dev.dev);
+	if (kind == VT_RAM_HEAP)
+		vt_guest_init(&f->d.g, size);
+	else if (kind == VT_RAM_SPARSE)
+		vt_guest_init_sparse(&f->d.g, size);
+	else
+		vt_guest_init_shared(&f->d.g, size); /* queues and test pages below the hole */
+	vt_dev_queues_init(&f->d, NQ, QSIZE, flags, 1ull << VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
+	assert_int_equal(virtio_balloon_create(&f->d.g.mem, &f->d.dev, &f->b, NULL), 0);
+	assert_ptr_equal(f->b, f->d.dev.dev);
 	return f;
 }
 
-static struct fixture *fixture_new(enum ram_kind kind)
+static struct fixture *fixture_new(enum vt_ram_kind kind)
 {
-	return fixture_new_size(kind, kind == RAM_MEMFD ? MiB(64) : RAM_SIZE, VT_EVENT_IDX);
-}
-
-static void activate(struct fixture *f)
-{
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), 0);
+	return fixture_new_size(kind, kind == VT_RAM_SHARED ? MiB(64) : RAM_SIZE, VT_EVENT_IDX);
 }
 
 static void fixture_free(struct fixture *f)
 {
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->destroy(f->dev.dev);
-	vt_env_destroy(&f->env);
-	if (f->kind == RAM_MEMFD)
-		gm_destroy(&f->g.mem);
-	else
-		vt_guest_destroy(&f->g);
+	vt_dev_destroy(&f->d);
 	free(f);
-}
-
-static void kick(struct fixture *f, unsigned int q)
-{
-	vt_eventfd_signal(f->env.act.kick_fd[q]);
-}
-
-/* Wait for queue @q's next used entry as a driver would (used_event, look, sleep). */
-static void wait_used(struct fixture *f, unsigned int q, uint32_t *id, uint32_t *len)
-{
-	struct vt_queue *vq = &f->vq[q];
-
-	for (;;) {
-		vt_set_used_event(vq, vq->used_seen);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (vt_get_used(vq, id, len))
-			return;
-		if (!vt_eventfd_wait(f->env.act.call_fd[q], WAIT_MS))
-			fail_msg("no interrupt on queue %u within %d ms", q, WAIT_MS);
-	}
 }
 
 /* @n page-aligned pages of guest RAM filled with PATTERN; returns the first PFN. */
 static uint32_t alloc_pages(struct fixture *f, unsigned int n)
 {
-	uint64_t gpa = vt_alloc(&f->g, (uint64_t)n * PAGE, PAGE);
+	uint64_t gpa = vt_alloc(&f->d.g, (uint64_t)n * PAGE, PAGE);
 
-	memset(vt_host(&f->g, gpa, (uint64_t)n * PAGE), PATTERN, (uint64_t)n * PAGE);
+	memset(vt_host(&f->d.g, gpa, (uint64_t)n * PAGE), PATTERN, (uint64_t)n * PAGE);
 	return (uint32_t)(gpa / PAGE);
 }
 
 /* A readable buffer holding @pfns as le32. */
 static struct vt_buf pfn_buf(struct fixture *f, const uint32_t *pfns, unsigned int n)
 {
-	struct vt_buf b = vt_buf_new(&f->g, n * 4, false);
-	uint8_t *p = vt_host(&f->g, b.gpa, b.len);
+	struct vt_buf b = vt_buf_new(&f->d.g, n * 4, false);
+	uint8_t *p = vt_host(&f->d.g, b.gpa, b.len);
 
 	for (unsigned int i = 0; i < n; i++) {
 		uint32_t v = htole32(pfns[i]);
@@ -136,30 +82,22 @@ static struct vt_buf pfn_buf(struct fixture *f, const uint32_t *pfns, unsigned i
 	return b;
 }
 
-static bool filled(const uint8_t *p, uint64_t len, uint8_t v)
-{
-	for (uint64_t i = 0; i < len; i++)
-		if (p[i] != v)
-			return false;
-	return true;
-}
-
 static bool page_is(struct fixture *f, uint32_t pfn, uint8_t v)
 {
-	const uint8_t *p = gm_ptr(&f->g.mem, (uint64_t)pfn * PAGE, PAGE);
+	const uint8_t *p = gm_ptr(&f->d.g.mem, (uint64_t)pfn * PAGE, PAGE);
 
 	assert_non_null(p);
-	return filled(p, PAGE, v);
+	return vt_filled(p, PAGE, v);
 }
 
 /* Put one chain of @bufs on queue @q, kick, and wait until the device returns it with 0 bytes. */
 static void run_chain(struct fixture *f, unsigned int q, const struct vt_buf *bufs, unsigned int n)
 {
-	uint16_t head = vt_add_chain(&f->vq[q], bufs, n);
+	uint16_t head = vt_add_chain(&f->d.vq[q], bufs, n);
 	uint32_t id, len;
 
-	kick(f, q);
-	wait_used(f, q, &id, &len);
+	vt_dev_kick(&f->d, q);
+	vt_dev_wait_used(&f->d, q, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, 0);
 }
@@ -183,7 +121,7 @@ static uint64_t memfd_blocks(struct fixture *f)
 {
 	struct stat st;
 
-	assert_int_equal(fstat(f->g.mem.fd, &st), 0);
+	assert_int_equal(fstat(f->d.g.mem.fd, &st), 0);
 	return (uint64_t)st.st_blocks;
 }
 
@@ -191,7 +129,7 @@ static uint32_t cfg_read32(struct fixture *f, uint32_t off)
 {
 	uint32_t v;
 
-	f->dev.ops->config_read(f->dev.dev, off, (uint8_t *)&v, 4);
+	f->d.dev.ops->config_read(f->d.dev.dev, off, (uint8_t *)&v, 4);
 	return le32toh(v);
 }
 
@@ -199,14 +137,14 @@ static void cfg_write32(struct fixture *f, uint32_t off, uint32_t val)
 {
 	uint32_t v = htole32(val);
 
-	f->dev.ops->config_write(f->dev.dev, off, (const uint8_t *)&v, 4);
+	f->d.dev.ops->config_write(f->d.dev.dev, off, (const uint8_t *)&v, 4);
 }
 
 static void test_ops(void **state)
 {
-	struct fixture *f = fixture_new(RAM_CALLOC);
-	const struct virtio_device_ops *ops = f->dev.ops;
-	uint64_t feat = ops->features(f->dev.dev);
+	struct fixture *f = fixture_new(VT_RAM_HEAP);
+	const struct virtio_device_ops *ops = f->d.dev.ops;
+	uint64_t feat = ops->features(f->d.dev.dev);
 
 	assert_string_equal(ops->name, "virtio-balloon");
 	assert_int_equal(ops->device_id, VIRTIO_ID_BALLOON);
@@ -218,8 +156,8 @@ static void test_ops(void **state)
 	assert_false(feat & (1ull << VIRTIO_BALLOON_F_STATS_VQ));
 	assert_false(feat & (1ull << VIRTIO_BALLOON_F_MUST_TELL_HOST));
 	/* reset without activate, and twice, is harmless. */
-	ops->reset(f->dev.dev);
-	ops->reset(f->dev.dev);
+	ops->reset(f->d.dev.dev);
+	ops->reset(f->d.dev.dev);
 	fixture_free(f);
 }
 
@@ -227,7 +165,7 @@ static void test_config(void **state)
 {
 	/* 1 GiB of sparse RAM, so that a target of 0x12345 pages fits. */
 	const uint64_t ram = GiB(1);
-	struct fixture *f = fixture_new_size(RAM_SPARSE, ram, 0);
+	struct fixture *f = fixture_new_size(VT_RAM_SPARSE, ram, 0);
 	uint8_t raw[8], one;
 	uint16_t two;
 
@@ -239,15 +177,15 @@ static void test_config(void **state)
 	/* num_pages in little endian, whole and partial reads. */
 	assert_int_equal(virtio_balloon_set_target(f->b, 0x12345 * 4096ull), 0);
 	assert_int_equal(virtio_balloon_target(f->b), 0x12345 * 4096ull);
-	f->dev.ops->config_read(f->dev.dev, 0, raw, 8);
+	f->d.dev.ops->config_read(f->d.dev.dev, 0, raw, 8);
 	assert_int_equal(raw[0], 0x45);
 	assert_int_equal(raw[1], 0x23);
 	assert_int_equal(raw[2], 0x01);
 	assert_int_equal(raw[3], 0x00);
 	assert_int_equal(cfg_read32(f, 0), 0x12345);
-	f->dev.ops->config_read(f->dev.dev, 1, &one, 1);
+	f->d.dev.ops->config_read(f->d.dev.dev, 1, &one, 1);
 	assert_int_equal(one, 0x23);
-	f->dev.ops->config_read(f->dev.dev, 2, (uint8_t *)&two, 2);
+	f->d.dev.ops->config_read(f->d.dev.dev, 2, (uint8_t *)&two, 2);
 	assert_int_equal(le16toh(two), 0x0001);
 
 	/* The target rounds down to pages and may not exceed RAM. */
@@ -268,21 +206,21 @@ static void test_config(void **state)
 	assert_int_equal(cfg_read32(f, 0), ram / 4096);
 	/* Partial writes merge into actual. */
 	one = 0x02;
-	f->dev.ops->config_write(f->dev.dev, 5, &one, 1);
+	f->d.dev.ops->config_write(f->d.dev.dev, 5, &one, 1);
 	assert_int_equal(cfg_read32(f, 4), 0x264);
 	two = htole16(0x0102);
-	f->dev.ops->config_write(f->dev.dev, 6, (uint8_t *)&two, 2);
+	f->d.dev.ops->config_write(f->d.dev.dev, 6, (uint8_t *)&two, 2);
 	assert_int_equal(cfg_read32(f, 4), 0x01020264);
 	/* A write straddling both fields changes only actual's bytes. */
 	memcpy(raw, "\x11\x22\x33\x44", 4);
-	f->dev.ops->config_write(f->dev.dev, 2, raw, 4);
+	f->d.dev.ops->config_write(f->d.dev.dev, 2, raw, 4);
 	assert_int_equal(cfg_read32(f, 0), ram / 4096);
 	assert_int_equal(cfg_read32(f, 4), 0x01024433);
 	/* Out-of-range accesses (the transport never makes them) are harmless. */
-	f->dev.ops->config_write(f->dev.dev, 6, raw, 4);
-	f->dev.ops->config_write(f->dev.dev, UINT32_MAX, raw, 2);
+	f->d.dev.ops->config_write(f->d.dev.dev, 6, raw, 4);
+	f->d.dev.ops->config_write(f->d.dev.dev, UINT32_MAX, raw, 2);
 	memset(raw, 0xff, sizeof(raw));
-	f->dev.ops->config_read(f->dev.dev, 7, raw, 2);
+	f->d.dev.ops->config_read(f->d.dev.dev, 7, raw, 2);
 	assert_int_equal(raw[0], 0);
 	assert_int_equal(raw[1], 0);
 	assert_int_equal(cfg_read32(f, 4), 0x01024433);
@@ -293,7 +231,7 @@ static void test_config(void **state)
 	assert_int_equal(virtio_balloon_actual(f->b), ram);
 
 	/* Reset forgets actual (the driver starts over), keeps the host's target. */
-	f->dev.ops->reset(f->dev.dev);
+	f->d.dev.ops->reset(f->d.dev.dev);
 	assert_int_equal(cfg_read32(f, 4), 0);
 	assert_int_equal(virtio_balloon_actual(f->b), 0);
 	assert_int_equal(virtio_balloon_target(f->b), ram);
@@ -316,7 +254,7 @@ static void on_config_change(void *ctx)
 
 static void test_notify(void **state)
 {
-	struct fixture *f = fixture_new(RAM_CALLOC);
+	struct fixture *f = fixture_new(VT_RAM_HEAP);
 	struct notify_rec rec = {.f = f};
 
 	/* No notifier: nothing to call. */
@@ -343,7 +281,7 @@ static void test_notify(void **state)
 }
 
 /* Inflate contiguous and scattered pages; neighbours keep their contents. */
-static void inflate_basic(enum ram_kind kind)
+static void inflate_basic(enum vt_ram_kind kind)
 {
 	struct fixture *f = fixture_new(kind);
 	uint32_t p = alloc_pages(f, 8);
@@ -351,7 +289,7 @@ static void inflate_basic(enum ram_kind kind)
 	uint32_t pfns[6] = {p, p + 1, p + 2, p + 5, p + 4, p + 7};
 	struct virtio_balloon_counters c;
 
-	activate(f);
+	vt_dev_activate(&f->d);
 	inflate(f, pfns, 6);
 	for (unsigned int i = 0; i < 8; i++)
 		assert_true(page_is(f, p + i, (i == 3 || i == 6) ? PATTERN : 0));
@@ -359,34 +297,34 @@ static void inflate_basic(enum ram_kind kind)
 	assert_int_equal(c.inflated, 6);
 	assert_int_equal(c.rejected, 0);
 	assert_int_equal(c.deflated, 0);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 
 	/* Inflated pages are usable again (deflate needs nothing from the host). */
-	memset(gm_ptr(&f->g.mem, (uint64_t)p * PAGE, PAGE), 0x5a, PAGE);
+	memset(gm_ptr(&f->d.g.mem, (uint64_t)p * PAGE, PAGE), 0x5a, PAGE);
 	assert_true(page_is(f, p, 0x5a));
 	fixture_free(f);
 }
 
 static void test_inflate_calloc(void **state)
 {
-	inflate_basic(RAM_CALLOC);
+	inflate_basic(VT_RAM_HEAP);
 }
 
 static void test_inflate_sparse(void **state)
 {
-	inflate_basic(RAM_SPARSE);
+	inflate_basic(VT_RAM_SPARSE);
 }
 
 static void test_inflate_memfd(void **state)
 {
-	inflate_basic(RAM_MEMFD);
+	inflate_basic(VT_RAM_SHARED);
 }
 
 /* With a memfd, inflating gives the memory back: the file's allocated blocks drop. */
 static void test_inflate_frees_memfd_blocks(void **state)
 {
 	enum { N = 1000 }; /* more than one batch of PFNs per chain */
-	struct fixture *f = fixture_new(RAM_MEMFD);
+	struct fixture *f = fixture_new(VT_RAM_SHARED);
 	uint32_t p = alloc_pages(f, N);
 	uint32_t *pfns = calloc(N, sizeof(*pfns));
 	struct vt_buf b[2];
@@ -403,7 +341,7 @@ static void test_inflate_frees_memfd_blocks(void **state)
 	before = memfd_blocks(f);
 	assert_true(before >= (uint64_t)N * PAGE / 512);
 
-	activate(f);
+	vt_dev_activate(&f->d);
 	run_chain(f, Q_INFLATE, b, 2);
 	after = memfd_blocks(f);
 	assert_true(after + (uint64_t)N * PAGE / 512 <= before);
@@ -421,7 +359,7 @@ static void test_inflate_frees_memfd_blocks(void **state)
  */
 static void test_hole_and_high_memory(void **state)
 {
-	struct fixture *f = fixture_new_size(RAM_MEMFD, GiB(3) + MiB(64), 0);
+	struct fixture *f = fixture_new_size(VT_RAM_SHARED, GiB(3) + MiB(64), 0);
 	const uint32_t hole = (uint32_t)(LAYOUT_MMIO_HOLE / PAGE);
 	const uint32_t high = (uint32_t)(LAYOUT_MMIO_HOLE_END / PAGE);
 	const uint32_t end = high + (uint32_t)(MiB(64) / PAGE);
@@ -439,14 +377,14 @@ static void test_hole_and_high_memory(void **state)
 	uint64_t before;
 	struct virtio_balloon_counters c;
 
-	assert_int_equal(f->g.mem.nregions, 2);
-	hi = gm_ptr(&f->g.mem, (uint64_t)(high + 2) * PAGE, PAGE);
-	lo = gm_ptr(&f->g.mem, (uint64_t)(hole - 1) * PAGE, PAGE);
-	below = gm_ptr(&f->g.mem, (uint64_t)(hole - 2) * PAGE, PAGE);
+	assert_int_equal(f->d.g.mem.nregions, 2);
+	hi = gm_ptr(&f->d.g.mem, (uint64_t)(high + 2) * PAGE, PAGE);
+	lo = gm_ptr(&f->d.g.mem, (uint64_t)(hole - 1) * PAGE, PAGE);
+	below = gm_ptr(&f->d.g.mem, (uint64_t)(hole - 2) * PAGE, PAGE);
 	assert_non_null(hi);
 	assert_non_null(lo);
 	assert_non_null(below);
-	assert_null(gm_ptr(&f->g.mem, (uint64_t)hole * PAGE, PAGE));
+	assert_null(gm_ptr(&f->d.g.mem, (uint64_t)hole * PAGE, PAGE));
 	memset(hi, PATTERN, PAGE);
 	memset(lo, PATTERN, PAGE);
 	memset(below, PATTERN, PAGE);
@@ -455,18 +393,18 @@ static void test_hole_and_high_memory(void **state)
 	memset(hi + PAGE, PATTERN, PAGE);
 	before = memfd_blocks(f);
 
-	activate(f);
+	vt_dev_activate(&f->d);
 	inflate(f, pfns, sizeof(pfns) / sizeof(pfns[0]));
 	c = counters(f);
 	assert_int_equal(c.inflated, 2);
 	assert_int_equal(c.rejected, 6);
 	/* Check the blocks first: reading a punched page of a memfd allocates it again. */
 	assert_true(memfd_blocks(f) + 2 * PAGE / 512 <= before);
-	assert_true(filled(hi, PAGE, 0));
-	assert_true(filled(lo, PAGE, 0));
-	assert_true(filled(below, PAGE, PATTERN));
-	assert_true(filled(hi - PAGE, PAGE, PATTERN));
-	assert_true(filled(hi + PAGE, PAGE, PATTERN));
+	assert_true(vt_filled(hi, PAGE, 0));
+	assert_true(vt_filled(lo, PAGE, 0));
+	assert_true(vt_filled(below, PAGE, PATTERN));
+	assert_true(vt_filled(hi - PAGE, PAGE, PATTERN));
+	assert_true(vt_filled(hi + PAGE, PAGE, PATTERN));
 	fixture_free(f);
 }
 
@@ -477,13 +415,13 @@ static void test_hole_and_high_memory(void **state)
  */
 static void test_hand_built_layout(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
 	uint8_t *extra = mmap(NULL, 2 * RAM_SIZE, PROT_READ | PROT_WRITE,
 			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	struct guest_mem m = {0};
 	struct virtio_device dev;
 	struct virtio_balloon *b;
-	struct virtio_activation act = f->env.act;
+	struct virtio_activation act = f->d.env.act;
 	struct vt_buf buf;
 	const uint32_t high = (uint32_t)(GiB(4) / PAGE);
 	uint32_t pfns[] = {
@@ -508,9 +446,9 @@ static void test_hand_built_layout(void **state)
 	/* The queues stay in the fixture's memory; the balloon works on m. */
 	assert_int_equal(virtio_balloon_create(&m, &dev, &b, NULL), 0);
 	buf = pfn_buf(f, pfns, sizeof(pfns) / sizeof(pfns[0]));
-	vt_add_chain(&f->vq[Q_INFLATE], &buf, 1);
+	vt_add_chain(&f->d.vq[Q_INFLATE], &buf, 1);
 	assert_int_equal(dev.ops->activate(dev.dev, &act), 0);
-	wait_used(f, Q_INFLATE, NULL, NULL);
+	vt_dev_wait_used(&f->d, Q_INFLATE, NULL, NULL);
 	dev.ops->reset(dev.dev);
 	{
 		struct virtio_balloon_counters c;
@@ -519,9 +457,9 @@ static void test_hand_built_layout(void **state)
 		assert_int_equal(c.inflated, 3);
 		assert_int_equal(c.rejected, 4);
 	}
-	assert_true(filled(extra, RAM_SIZE - PAGE, PATTERN));
-	assert_true(filled(extra + RAM_SIZE - PAGE, 3 * PAGE, 0));
-	assert_true(filled(extra + RAM_SIZE + 2 * PAGE, RAM_SIZE - 2 * PAGE, PATTERN));
+	assert_true(vt_filled(extra, RAM_SIZE - PAGE, PATTERN));
+	assert_true(vt_filled(extra + RAM_SIZE - PAGE, 3 * PAGE, 0));
+	assert_true(vt_filled(extra + RAM_SIZE + 2 * PAGE, RAM_SIZE - 2 * PAGE, PATTERN));
 	dev.ops->destroy(dev.dev);
 	munmap(extra, 2 * RAM_SIZE);
 	fixture_free(f);
@@ -530,18 +468,18 @@ static void test_hand_built_layout(void **state)
 /* Odd lengths, PFNs split across descriptors, writable buffers, empty chains. */
 static void test_hostile_buffers(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
 	uint32_t p = alloc_pages(f, 8);
 	uint32_t pfns[3] = {p, p + 1, p + 2};
 	struct vt_buf b, parts[3], w;
 	struct virtio_balloon_counters c;
 	uint8_t *h;
 
-	activate(f);
+	vt_dev_activate(&f->d);
 
 	/* 15 bytes: three PFNs and three stray bytes that would name page p+3. */
-	b = vt_buf_new(&f->g, 15, false);
-	h = vt_host(&f->g, b.gpa, 15);
+	b = vt_buf_new(&f->d.g, 15, false);
+	h = vt_host(&f->d.g, b.gpa, 15);
 	for (unsigned int i = 0; i < 3; i++) {
 		uint32_t v = htole32(pfns[i]);
 
@@ -562,12 +500,12 @@ static void test_hostile_buffers(void **state)
 	{
 		uint32_t v4 = htole32(p + 4), v5 = htole32(p + 5);
 
-		parts[0] = vt_buf_new(&f->g, 3, false);
-		parts[1] = vt_buf_new(&f->g, 1, false);
-		parts[2] = vt_buf_new(&f->g, 6, false);
-		memcpy(vt_host(&f->g, parts[0].gpa, 3), &v4, 3);
-		memcpy(vt_host(&f->g, parts[1].gpa, 1), (uint8_t *)&v4 + 3, 1);
-		memcpy(vt_host(&f->g, parts[2].gpa, 4), &v5, 4);
+		parts[0] = vt_buf_new(&f->d.g, 3, false);
+		parts[1] = vt_buf_new(&f->d.g, 1, false);
+		parts[2] = vt_buf_new(&f->d.g, 6, false);
+		memcpy(vt_host(&f->d.g, parts[0].gpa, 3), &v4, 3);
+		memcpy(vt_host(&f->d.g, parts[1].gpa, 1), (uint8_t *)&v4 + 3, 1);
+		memcpy(vt_host(&f->d.g, parts[2].gpa, 4), &v5, 4);
 	}
 	run_chain(f, Q_INFLATE, parts, 3);
 	assert_true(page_is(f, p + 4, 0) && page_is(f, p + 5, 0));
@@ -575,10 +513,10 @@ static void test_hostile_buffers(void **state)
 	assert_int_equal(counters(f).inflated, 5);
 
 	/* Writable-only chain: nothing to read, returned with 0 bytes. */
-	w = vt_buf_new(&f->g, 64, true);
-	memset(vt_host(&f->g, w.gpa, 64), 0xee, 64);
+	w = vt_buf_new(&f->d.g, 64, true);
+	memset(vt_host(&f->d.g, w.gpa, 64), 0xee, 64);
 	run_chain(f, Q_INFLATE, &w, 1);
-	assert_true(filled(vt_host(&f->g, w.gpa, 64), 64, 0xee));
+	assert_true(vt_filled(vt_host(&f->d.g, w.gpa, 64), 64, 0xee));
 
 	/* Readable then writable: the PFNs count, the writable part is left alone. */
 	{
@@ -602,7 +540,7 @@ static void test_hostile_buffers(void **state)
 	c = counters(f);
 	assert_int_equal(c.inflated, 6);
 	assert_int_equal(c.rejected, 6);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
@@ -613,28 +551,28 @@ static void test_hostile_buffers(void **state)
  */
 static void test_inflate_own_rings(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
 	uint32_t pfns[] = {0, 1, 2, 3};
 	struct vt_buf b = pfn_buf(f, pfns, 4);
 
-	activate(f);
-	vt_add_chain(&f->vq[Q_INFLATE], &b, 1);
-	kick(f, Q_INFLATE);
+	vt_dev_activate(&f->d);
+	vt_add_chain(&f->d.vq[Q_INFLATE], &b, 1);
+	vt_dev_kick(&f->d, Q_INFLATE);
 	/* The used entry lands in the zeroed ring; then avail->idx reads 0, one behind. */
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	assert_int_equal(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS), 1);
 	assert_int_equal(counters(f).inflated, 4);
 	fixture_free(f);
 }
 
 static void test_deflate(void **state)
 {
-	struct fixture *f = fixture_new(RAM_MEMFD);
+	struct fixture *f = fixture_new(VT_RAM_SHARED);
 	uint32_t p = alloc_pages(f, 2);
 	uint32_t pfns[] = {p, p + 1, UINT32_MAX};
 	struct vt_buf b = pfn_buf(f, pfns, 3);
 	struct virtio_balloon_counters c;
 
-	activate(f);
+	vt_dev_activate(&f->d);
 	/* Deflating does not touch the pages; they are the guest's again. */
 	run_chain(f, Q_DEFLATE, &b, 1);
 	assert_true(page_is(f, p, PATTERN) && page_is(f, p + 1, PATTERN));
@@ -647,30 +585,30 @@ static void test_deflate(void **state)
 	assert_true(page_is(f, p, 0));
 	b = pfn_buf(f, pfns, 1);
 	run_chain(f, Q_DEFLATE, &b, 1);
-	memset(gm_ptr(&f->g.mem, (uint64_t)p * PAGE, PAGE), 0x77, PAGE);
+	memset(gm_ptr(&f->d.g.mem, (uint64_t)p * PAGE, PAGE), 0x77, PAGE);
 	assert_true(page_is(f, p, 0x77));
 	c = counters(f);
 	assert_int_equal(c.deflated, 4);
 	assert_int_equal(c.inflated, 1);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
 /* Many chains on both queues across 16-bit index wrap-around, published before activation. */
 static void test_many_chains(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
 	uint32_t p = alloc_pages(f, 40);
 
-	vt_queue_set_indexes(&f->vq[Q_INFLATE], 65530);
-	vt_queue_set_indexes(&f->vq[Q_DEFLATE], 65533);
+	vt_queue_set_indexes(&f->d.vq[Q_INFLATE], 65530);
+	vt_queue_set_indexes(&f->d.vq[Q_DEFLATE], 65533);
 	{
 		uint32_t pfn = p;
 
-		vt_add_chain(&f->vq[Q_INFLATE], (struct vt_buf[]){pfn_buf(f, &pfn, 1)}, 1);
+		vt_add_chain(&f->d.vq[Q_INFLATE], (struct vt_buf[]){pfn_buf(f, &pfn, 1)}, 1);
 	}
-	activate(f);
-	wait_used(f, Q_INFLATE, NULL, NULL);
+	vt_dev_activate(&f->d);
+	vt_dev_wait_used(&f->d, Q_INFLATE, NULL, NULL);
 	for (unsigned int i = 1; i < 40; i++) {
 		uint32_t pfn = p + i;
 		struct vt_buf b = pfn_buf(f, &pfn, 1);
@@ -682,79 +620,79 @@ static void test_many_chains(void **state)
 		assert_true(page_is(f, p + i, 0));
 	assert_int_equal(counters(f).inflated, 40);
 	assert_int_equal(counters(f).deflated, 39);
-	assert_int_equal(vt_used_idx(&f->vq[Q_INFLATE]), (uint16_t)(65530 + 40));
+	assert_int_equal(vt_used_idx(&f->d.vq[Q_INFLATE]), (uint16_t)(65530 + 40));
 	fixture_free(f);
 }
 
 /* A broken deflate ring asks for a reset; after reset and restart both queues serve again. */
 static void test_hostile_ring(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
 	uint32_t p = alloc_pages(f, 1);
 	struct vt_buf b;
 
-	activate(f);
-	vt_set_avail_idx(&f->vq[Q_DEFLATE], QSIZE + 1);
-	kick(f, Q_DEFLATE);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	vt_dev_activate(&f->d);
+	vt_set_avail_idx(&f->d.vq[Q_DEFLATE], QSIZE + 1);
+	vt_dev_kick(&f->d, Q_DEFLATE);
+	assert_int_equal(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS), 1);
 	/* Out of range head on the inflate queue is not even looked at now. */
-	vt_publish(&f->vq[Q_INFLATE], QSIZE + 3);
-	kick(f, Q_INFLATE);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, 200), 0);
+	vt_publish(&f->d.vq[Q_INFLATE], QSIZE + 3);
+	vt_dev_kick(&f->d, Q_INFLATE);
+	assert_int_equal(vt_eventfd_wait(f->d.env.reset_fd, 200), 0);
 
-	f->dev.ops->reset(f->dev.dev);
+	f->d.dev.ops->reset(f->d.dev.dev);
 	for (unsigned int i = 0; i < NQ; i++) {
-		assert_int_equal(virtq_start(&f->vq[i].q), 0);
-		vt_queue_set_indexes(&f->vq[i], 0);
+		assert_int_equal(virtq_start(&f->d.vq[i].q), 0);
+		vt_queue_set_indexes(&f->d.vq[i], 0);
 	}
-	activate(f);
+	vt_dev_activate(&f->d);
 	b = pfn_buf(f, &p, 1);
 	run_chain(f, Q_INFLATE, &b, 1);
 	assert_true(page_is(f, p, 0));
 	run_chain(f, Q_DEFLATE, &b, 1);
 
 	/* A bad head on the inflate queue. */
-	vt_publish(&f->vq[Q_INFLATE], QSIZE + 3);
-	kick(f, Q_INFLATE);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	vt_publish(&f->d.vq[Q_INFLATE], QSIZE + 3);
+	vt_dev_kick(&f->d, Q_INFLATE);
+	assert_int_equal(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS), 1);
 	fixture_free(f);
 }
 
 static void test_activate_rules(void **state)
 {
-	struct fixture *f = fixture_new(RAM_SPARSE);
-	struct virtio_activation a = f->env.act;
+	struct fixture *f = fixture_new(VT_RAM_SPARSE);
+	struct virtio_activation a = f->d.env.act;
 	uint32_t p = alloc_pages(f, 1);
 	struct vt_buf b = pfn_buf(f, &p, 1);
 
 	a.kick_fd[Q_DEFLATE] = -1;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &a), -EINVAL);
-	a = f->env.act;
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &a), -EINVAL);
+	a = f->d.env.act;
 	a.call_fd[Q_INFLATE] = -1;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &a), -EINVAL);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &a), -EINVAL);
 
 	/* A driver may leave the deflate queue disabled. */
-	a = f->env.act;
+	a = f->d.env.act;
 	a.queues[Q_DEFLATE] = NULL;
 	a.kick_fd[Q_DEFLATE] = -1;
 	a.call_fd[Q_DEFLATE] = -1;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &a), 0);
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), -EBUSY);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &a), 0);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &f->d.env.act), -EBUSY);
 	run_chain(f, Q_INFLATE, &b, 1);
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->reset(f->dev.dev);
+	f->d.dev.ops->reset(f->d.dev.dev);
+	f->d.dev.ops->reset(f->d.dev.dev);
 
 	/* No queues at all: nothing to serve, but reset still works. */
 	a.nqueues = 0;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &a), 0);
-	f->dev.ops->reset(f->dev.dev);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &a), 0);
+	f->d.dev.ops->reset(f->d.dev.dev);
 
 	for (unsigned int i = 0; i < 20; i++) {
-		activate(f);
-		f->dev.ops->reset(f->dev.dev);
+		vt_dev_activate(&f->d);
+		f->d.dev.ops->reset(f->d.dev.dev);
 	}
 	/* Destroy while active joins the worker. */
-	activate(f);
+	vt_dev_activate(&f->d);
 	fixture_free(f);
 }
 

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +28,6 @@
 
 #define RAM_SIZE     (8u << 20)
 #define QSIZE	     64
-#define WAIT_MS	     5000
 #define HDR	     VIRTIO_NET_HDR_SIZE
 #define F(bit)	     (1ull << (bit))
 #define ALL_OFFLOADS (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO)
@@ -37,12 +35,9 @@
 static const uint8_t guest_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 
 struct fixture {
-	struct vt_guest g;
-	struct vt_queue rx, tx;
-	struct vt_env env;
-	struct virtio_device dev;
-	int peer;   /* the network's end of the socket pair, -1 for a real tap */
-	int dev_fd; /* a dup of the device's end, to look at what it has not read */
+	struct vt_dev d; /* queues VIRTIO_NET_RXQ and VIRTIO_NET_TXQ */
+	int peer;	 /* the network's end of the socket pair, -1 for a real tap */
+	int dev_fd;	 /* a dup of the device's end, to look at what it has not read */
 	bool vnet;
 };
 
@@ -51,26 +46,16 @@ static struct fixture *fixture_new_fd(int fd, const struct tap_info *info, uint6
 				      unsigned int qflags)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct vt_queue *qs[2];
 	struct vmm_err err;
-	uint64_t features = F(VIRTIO_F_VERSION_1) | neg;
 
 	assert_non_null(f);
-	vt_guest_init(&f->g, RAM_SIZE);
-	vt_queue_init(&f->rx, &f->g, QSIZE, qflags);
-	vt_queue_init(&f->tx, &f->g, QSIZE, qflags);
-	qs[0] = &f->rx;
-	qs[1] = &f->tx;
-	if (qflags & VT_EVENT_IDX)
-		features |= F(VIRTIO_F_RING_EVENT_IDX);
-	if (qflags & VT_INDIRECT)
-		features |= F(VIRTIO_F_INDIRECT_DESC);
-	vt_env_init(&f->env, qs, 2, features);
+	vt_guest_init(&f->d.g, RAM_SIZE);
+	vt_dev_queues_init(&f->d, 2, QSIZE, qflags, neg);
 	f->vnet = info->vnet_hdr;
 	f->peer = -1;
 	f->dev_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	assert_true(f->dev_fd >= 0);
-	if (virtio_net_create(fd, guest_mac, info, &f->dev, &err))
+	if (virtio_net_create(fd, guest_mac, info, &f->d.dev, &err))
 		fail_msg("virtio_net_create: %s", err.msg);
 	return f;
 }
@@ -91,37 +76,44 @@ static struct fixture *fixture_new(bool vnet, unsigned int offloads, uint64_t ne
 
 static void activate(struct fixture *f)
 {
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), 0);
+	vt_dev_activate(&f->d);
 }
 
 static void fixture_free(struct fixture *f)
 {
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->destroy(f->dev.dev);
+	vt_dev_destroy(&f->d);
 	if (f->peer >= 0)
 		close(f->peer);
 	close(f->dev_fd);
-	vt_env_destroy(&f->env);
-	vt_guest_destroy(&f->g);
 	free(f);
+}
+
+static struct vt_queue *rxq(struct fixture *f)
+{
+	return &f->d.vq[VIRTIO_NET_RXQ];
+}
+
+static struct vt_queue *txq(struct fixture *f)
+{
+	return &f->d.vq[VIRTIO_NET_TXQ];
 }
 
 static struct virtio_net_stats stats(struct fixture *f)
 {
 	struct virtio_net_stats s;
 
-	virtio_net_get_stats(&f->dev, &s);
+	virtio_net_get_stats(&f->d.dev, &s);
 	return s;
 }
 
 static void kick_rx(struct fixture *f)
 {
-	vt_eventfd_signal(f->env.act.kick_fd[VIRTIO_NET_RXQ]);
+	vt_dev_kick(&f->d, VIRTIO_NET_RXQ);
 }
 
 static void kick_tx(struct fixture *f)
 {
-	vt_eventfd_signal(f->env.act.kick_fd[VIRTIO_NET_TXQ]);
+	vt_dev_kick(&f->d, VIRTIO_NET_TXQ);
 }
 
 static uint64_t now_ms(void)
@@ -132,26 +124,9 @@ static uint64_t now_ms(void)
 	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
-/* Wait for the next used entry of queue @qi as a driver would (used_event, then interrupt). */
-static bool try_wait_used(struct fixture *f, unsigned int qi, uint32_t *id, uint32_t *len,
-			  int timeout_ms)
-{
-	struct vt_queue *vq = qi == VIRTIO_NET_RXQ ? &f->rx : &f->tx;
-
-	for (;;) {
-		vt_set_used_event(vq, vq->used_seen);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (vt_get_used(vq, id, len))
-			return true;
-		if (!vt_eventfd_wait(f->env.act.call_fd[qi], timeout_ms))
-			return false;
-	}
-}
-
 static void wait_used(struct fixture *f, unsigned int qi, uint32_t *id, uint32_t *len)
 {
-	if (!try_wait_used(f, qi, id, len, WAIT_MS))
-		fail_msg("no used entry on queue %u within %d ms", qi, WAIT_MS);
+	vt_dev_wait_used(&f->d, qi, id, len);
 }
 
 /* Wait until @field of the stats reaches @want. */
@@ -159,7 +134,7 @@ static void wait_used(struct fixture *f, unsigned int qi, uint32_t *id, uint32_t
 	do {                                                                                       \
 		uint64_t t0_ = now_ms();                                                           \
 		while (stats(f).field < (want)) {                                                  \
-			if (now_ms() - t0_ > WAIT_MS)                                              \
+			if (now_ms() - t0_ > VT_WAIT_MS)                                           \
 				fail_msg("stats." #field " stays at %llu, want %llu",              \
 					 (unsigned long long)stats(f).field,                       \
 					 (unsigned long long)(want));                              \
@@ -196,14 +171,7 @@ static uint16_t hdr_num_buffers(const uint8_t *h)
 /* Receive one message from the network side; its full length, or -1 after @timeout_ms. */
 static ssize_t peer_recv(struct fixture *f, void *buf, size_t cap, int timeout_ms)
 {
-	struct pollfd p = {.fd = f->peer, .events = POLLIN};
-	int r;
-
-	do {
-		r = poll(&p, 1, timeout_ms);
-	} while (r < 0 && errno == EINTR);
-	assert_true(r >= 0);
-	if (r == 0)
+	if (!vt_poll_in(f->peer, timeout_ms))
 		return -1;
 	return recv(f->peer, buf, cap, MSG_TRUNC | MSG_DONTWAIT);
 }
@@ -231,14 +199,14 @@ static int pending_bytes(struct fixture *f)
 
 static void *gptr(struct fixture *f, uint64_t gpa, uint64_t len)
 {
-	return vt_host(&f->g, gpa, len);
+	return vt_host(&f->d.g, gpa, len);
 }
 
 /* Post one receive chain of a single writable buffer; returns the buffer. */
 static struct vt_buf post_rx(struct fixture *f, uint32_t len, uint16_t *head)
 {
-	struct vt_buf b = vt_buf_new(&f->g, len, true);
-	uint16_t h = vt_add_chain(&f->rx, &b, 1);
+	struct vt_buf b = vt_buf_new(&f->d.g, len, true);
+	uint16_t h = vt_add_chain(rxq(f), &b, 1);
 
 	if (head)
 		*head = h;
@@ -248,12 +216,12 @@ static struct vt_buf post_rx(struct fixture *f, uint32_t len, uint16_t *head)
 /* Queue a transmit chain of one readable buffer holding @hdr and a @len-byte frame. */
 static uint16_t post_tx(struct fixture *f, const uint8_t *hdr, size_t len, unsigned int seed)
 {
-	struct vt_buf b = vt_buf_new(&f->g, (uint32_t)(HDR + len), false);
+	struct vt_buf b = vt_buf_new(&f->d.g, (uint32_t)(HDR + len), false);
 	uint8_t *p = gptr(f, b.gpa, b.len);
 
 	memcpy(p, hdr, HDR);
 	pattern(p + HDR, len, seed);
-	return vt_add_chain(&f->tx, &b, 1);
+	return vt_add_chain(txq(f), &b, 1);
 }
 
 static uint64_t cpu_us(void)
@@ -270,7 +238,7 @@ static uint64_t cpu_us(void)
 static void test_ops_and_config(void **state)
 {
 	struct fixture *f = fixture_new(true, ALL_OFFLOADS, 0, 0);
-	const struct virtio_device_ops *ops = f->dev.ops;
+	const struct virtio_device_ops *ops = f->d.dev.ops;
 	uint8_t cfg[VIRTIO_NET_CONFIG_SIZE], z[4] = {1, 1, 1, 1};
 	uint16_t status;
 
@@ -280,26 +248,26 @@ static void test_ops_and_config(void **state)
 	assert_int_equal(ops->config_size, VIRTIO_NET_CONFIG_SIZE);
 	assert_true(ops->queue_max >= 1 && !(ops->queue_max & (ops->queue_max - 1)));
 
-	ops->config_read(f->dev.dev, 0, cfg, sizeof(cfg));
+	ops->config_read(f->d.dev.dev, 0, cfg, sizeof(cfg));
 	assert_memory_equal(cfg, guest_mac, 6);
 	memcpy(&status, cfg + VIRTIO_NET_CFG_STATUS, 2);
 	assert_int_equal(status, VIRTIO_NET_S_LINK_UP);
 	/* Byte-wise and partial reads. */
-	ops->config_read(f->dev.dev, 3, cfg, 1);
+	ops->config_read(f->d.dev.dev, 3, cfg, 1);
 	assert_int_equal(cfg[0], guest_mac[3]);
-	ops->config_read(f->dev.dev, 6, cfg, 2);
+	ops->config_read(f->d.dev.dev, 6, cfg, 2);
 	assert_int_equal(cfg[0], VIRTIO_NET_S_LINK_UP);
 	assert_int_equal(cfg[1], 0);
-	ops->config_read(f->dev.dev, 6, z, 4); /* past the end: zeros, no overrun */
+	ops->config_read(f->d.dev.dev, 6, z, 4); /* past the end: zeros, no overrun */
 	assert_int_equal(z[0], 0);
 	/* Writes are ignored. */
-	ops->config_write(f->dev.dev, 0, z, 4);
-	ops->config_read(f->dev.dev, 0, cfg, 6);
+	ops->config_write(f->d.dev.dev, 0, z, 4);
+	ops->config_read(f->d.dev.dev, 0, cfg, 6);
 	assert_memory_equal(cfg, guest_mac, 6);
 
 	/* reset without activate, and twice, is harmless. */
-	ops->reset(f->dev.dev);
-	ops->reset(f->dev.dev);
+	ops->reset(f->d.dev.dev);
+	ops->reset(f->d.dev.dev);
 	fixture_free(f);
 }
 
@@ -327,14 +295,14 @@ static void test_features(void **state)
 		all & ~(F(VIRTIO_NET_F_HOST_UFO) | F(VIRTIO_NET_F_GUEST_UFO)));
 
 	f = fixture_new(true, ALL_OFFLOADS, 0, 0);
-	assert_int_equal(f->dev.ops->features(f->dev.dev), base | all);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev), base | all);
 	fixture_free(f);
 	f = fixture_new(true, 0, 0, 0);
-	assert_int_equal(f->dev.ops->features(f->dev.dev), base);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev), base);
 	fixture_free(f);
 	/* Offloads need the header: without it they are not offered even if claimed. */
 	f = fixture_new(false, ALL_OFFLOADS, 0, 0);
-	assert_int_equal(f->dev.ops->features(f->dev.dev), base);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev), base);
 	fixture_free(f);
 }
 
@@ -362,15 +330,15 @@ static void test_create_errors(void **state)
 static void test_activate_errors(void **state)
 {
 	struct fixture *f = fixture_new(true, 0, 0, 0);
-	struct virtio_activation act = f->env.act;
+	struct virtio_activation act = f->d.env.act;
 
 	act.nqueues = 1;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &act), -EINVAL);
-	act = f->env.act;
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &act), -EINVAL);
+	act = f->d.env.act;
 	act.kick_fd[1] = -1;
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &act), -EINVAL);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &act), -EINVAL);
 	activate(f);
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), -EBUSY);
+	assert_int_equal(f->d.dev.ops->activate(f->d.dev.dev, &f->d.env.act), -EBUSY);
 	fixture_free(f);
 }
 
@@ -390,14 +358,14 @@ static void test_tx_one_buffer(void **state)
 	wait_used(f, VIRTIO_NET_TXQ, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, 0);
-	assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 60);
+	assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 60);
 	hdr_set(want, 0, 0, 0, 0, 0, 0, 0);
 	assert_memory_equal(got, want, HDR);
 	pattern(frame, 60, 1);
 	assert_memory_equal(got + HDR, frame, 60);
 	assert_int_equal(stats(f).tx_frames, 1);
 	assert_int_equal(stats(f).tx_dropped, 0);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
@@ -406,10 +374,10 @@ static void tx_split(unsigned int qflags)
 {
 	struct fixture *f = fixture_new(true, ALL_OFFLOADS, F(VIRTIO_NET_F_CSUM), qflags);
 	struct vt_buf b[4] = {
-		vt_buf_new(&f->g, 5, false),
-		vt_buf_new(&f->g, 4, false),
-		vt_buf_new(&f->g, 3 + 20, false),
-		vt_buf_new(&f->g, 80, false),
+		vt_buf_new(&f->d.g, 5, false),
+		vt_buf_new(&f->d.g, 4, false),
+		vt_buf_new(&f->d.g, 3 + 20, false),
+		vt_buf_new(&f->d.g, 80, false),
 	};
 	uint8_t hdr[HDR], all[HDR + 100], got[2048];
 	uint16_t head;
@@ -423,13 +391,13 @@ static void tx_split(unsigned int qflags)
 	memcpy(gptr(f, b[1].gpa, 4), all + 5, 4);
 	memcpy(gptr(f, b[2].gpa, 23), all + 9, 23);
 	memcpy(gptr(f, b[3].gpa, 80), all + 32, 80);
-	head = (qflags & VT_INDIRECT) ? vt_add_chain_indirect(&f->tx, b, 4)
-				      : vt_add_chain(&f->tx, b, 4);
+	head = (qflags & VT_INDIRECT) ? vt_add_chain_indirect(txq(f), b, 4)
+				      : vt_add_chain(txq(f), b, 4);
 	kick_tx(f);
 	wait_used(f, VIRTIO_NET_TXQ, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, 0);
-	assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 100);
+	assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 100);
 	assert_memory_equal(got, all, HDR + 100);
 	fixture_free(f);
 }
@@ -456,7 +424,7 @@ static void test_tx_no_vnet_hdr(void **state)
 	post_tx(f, hdr, 200, 3);
 	kick_tx(f);
 	wait_used(f, VIRTIO_NET_TXQ, NULL, &len);
-	assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), 200);
+	assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), 200);
 	pattern(frame, 200, 3);
 	assert_memory_equal(got, frame, 200);
 	fixture_free(f);
@@ -483,17 +451,17 @@ static void test_tx_drops(void **state)
 	hdr_set(valid, VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0, 0);
 
 	/* Header only, no frame. */
-	b[0] = vt_buf_new(&f->g, HDR, false);
-	vt_add_chain(&f->tx, b, 1);
+	b[0] = vt_buf_new(&f->d.g, HDR, false);
+	vt_add_chain(txq(f), b, 1);
 	nchains++;
 	/* A short header. */
-	b[0] = vt_buf_new(&f->g, 8, false);
-	vt_add_chain(&f->tx, b, 1);
+	b[0] = vt_buf_new(&f->d.g, 8, false);
+	vt_add_chain(txq(f), b, 1);
 	nchains++;
 	/* A writable buffer in a transmit chain. */
-	b[0] = vt_buf_new(&f->g, HDR + 60, false);
-	b[1] = vt_buf_new(&f->g, 16, true);
-	vt_add_chain(&f->tx, b, 2);
+	b[0] = vt_buf_new(&f->d.g, HDR + 60, false);
+	b[1] = vt_buf_new(&f->d.g, 16, true);
+	vt_add_chain(txq(f), b, 2);
 	nchains++;
 	/* One byte over the frame limit. */
 	post_tx(f, ok, VIRTIO_NET_MAX_FRAME + 1, 0);
@@ -513,14 +481,15 @@ static void test_tx_drops(void **state)
 		assert_int_equal(len, 0);
 	}
 	assert_int_equal(id, good[1]);
-	assert_int_equal(peer_recv(f, got, HDR + VIRTIO_NET_MAX_FRAME + 100, WAIT_MS),
+	assert_int_equal(peer_recv(f, got, HDR + VIRTIO_NET_MAX_FRAME + 100, VT_WAIT_MS),
 			 HDR + VIRTIO_NET_MAX_FRAME);
-	assert_int_equal(peer_recv(f, got, HDR + VIRTIO_NET_MAX_FRAME + 100, WAIT_MS), HDR + 100);
+	assert_int_equal(peer_recv(f, got, HDR + VIRTIO_NET_MAX_FRAME + 100, VT_WAIT_MS),
+			 HDR + 100);
 	assert_memory_equal(got, csum, HDR);
 	assert_int_equal(peer_recv(f, got, 100, 50), -1);
 	assert_int_equal(stats(f).tx_dropped, nchains);
 	assert_int_equal(stats(f).tx_frames, 2);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	(void)good[0];
 	free(got);
 	fixture_free(f);
@@ -545,7 +514,7 @@ static void test_tx_gso(void **state)
 	kick_tx(f);
 	wait_used(f, VIRTIO_NET_TXQ, NULL, &len);
 	wait_used(f, VIRTIO_NET_TXQ, NULL, &len);
-	assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 4000);
+	assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 4000);
 	assert_memory_equal(got, tso4, HDR);
 	assert_int_equal(peer_recv(f, got, sizeof(got), 50), -1);
 	assert_int_equal(stats(f).tx_dropped, 1);
@@ -560,7 +529,7 @@ static void test_tx_many(void **state)
 	unsigned int seed = 0;
 
 	hdr_set(hdr, 0, 0, 0, 0, 0, 0, 0);
-	vt_queue_set_indexes(&f->tx, 65500);
+	vt_queue_set_indexes(txq(f), 65500);
 	activate(f);
 	for (unsigned int round = 0; round < 4; round++) {
 		for (unsigned int i = 0; i < 50; i++)
@@ -573,7 +542,7 @@ static void test_tx_many(void **state)
 			assert_int_equal(len, 0);
 		}
 		for (unsigned int i = 0; i < 50; i++) {
-			assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 100 + i);
+			assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 100 + i);
 			pattern(frame, 100 + i, seed + i);
 			assert_memory_equal(got + HDR, frame, 100 + i);
 		}
@@ -601,10 +570,10 @@ static void test_tx_backpressure(void **state)
 	WAIT_STAT(f, tx_frames, 1);
 	usleep(100 * 1000);
 	assert_true(stats(f).tx_frames < n);
-	assert_int_equal(vt_used_idx(&f->tx), stats(f).tx_frames);
+	assert_int_equal(vt_used_idx(txq(f)), stats(f).tx_frames);
 	/* Nothing is dropped: every frame arrives, in order, as the network reads. */
 	for (unsigned int i = 0; i < n; i++) {
-		assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 4000);
+		assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 4000);
 		pattern(frame, 4000, i);
 		assert_memory_equal(got + HDR, frame, 4000);
 	}
@@ -703,15 +672,15 @@ static void test_rx_split_header(void **state)
 {
 	struct fixture *f = fixture_new(true, 0, F(VIRTIO_NET_F_MRG_RXBUF), VT_INDIRECT);
 	struct vt_buf b[3] = {
-		vt_buf_new(&f->g, 5, true),
-		vt_buf_new(&f->g, 10, true),
-		vt_buf_new(&f->g, 100, true),
+		vt_buf_new(&f->d.g, 5, true),
+		vt_buf_new(&f->d.g, 10, true),
+		vt_buf_new(&f->d.g, 100, true),
 	};
 	uint8_t hdr[HDR], frame[90], got[HDR + 90];
 	uint32_t len;
 
 	activate(f);
-	vt_add_chain_indirect(&f->rx, b, 3);
+	vt_add_chain_indirect(rxq(f), b, 3);
 	kick_rx(f);
 	hdr_set(hdr, 0, 0, 0, 0, 0, 0, 0);
 	pattern(frame, sizeof(frame), 2);
@@ -771,9 +740,9 @@ static void test_rx_no_mrg_big(void **state)
 
 	assert_non_null(frame);
 	activate(f);
-	b[0] = vt_buf_new(&f->g, HDR, true);
-	b[1] = vt_buf_new(&f->g, VIRTIO_NET_MAX_FRAME, true);
-	vt_add_chain(&f->rx, b, 2);
+	b[0] = vt_buf_new(&f->d.g, HDR, true);
+	b[1] = vt_buf_new(&f->d.g, VIRTIO_NET_MAX_FRAME, true);
+	vt_add_chain(rxq(f), b, 2);
 	kick_rx(f);
 	hdr_set(hdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 54, 1448, 34, 16, 9);
 	pattern(frame, VIRTIO_NET_MAX_FRAME + 1, 1);
@@ -799,10 +768,10 @@ static void test_rx_no_vnet_hdr(void **state)
 
 	activate(f);
 	/* First chain: 12-byte header buffer, then the frame buffer. */
-	b[0] = vt_buf_new(&f->g, HDR, true);
-	b[1] = vt_buf_new(&f->g, 1000, true);
+	b[0] = vt_buf_new(&f->d.g, HDR, true);
+	b[1] = vt_buf_new(&f->d.g, 1000, true);
 	memset(gptr(f, b[0].gpa, HDR), 0xee, HDR);
-	vt_add_chain(&f->rx, b, 2);
+	vt_add_chain(rxq(f), b, 2);
 	kick_rx(f);
 	pattern(frame, sizeof(frame), 5);
 	peer_send(f, NULL, frame, sizeof(frame));
@@ -911,7 +880,7 @@ static void rx_backpressure(unsigned int qflags)
 	assert_true(pending_bytes(f) >= HDR + 500);
 	assert_true(cpu1 - cpu0 < 100 * 1000);
 	assert_int_equal(stats(f).rx_dropped, 0);
-	assert_false(vt_get_used(&f->rx, NULL, NULL));
+	assert_false(vt_get_used(rxq(f), NULL, NULL));
 	/* Now the guest posts one buffer and notifies. */
 	b = post_rx(f, 2048, NULL);
 	kick_rx(f);
@@ -957,7 +926,7 @@ static void test_rx_mrg_short(void **state)
 	pattern(frame, sizeof(frame), 6);
 	peer_send(f, hdr, frame, sizeof(frame));
 	WAIT_STAT(f, rx_dropped, 1);
-	assert_false(vt_get_used(&f->rx, NULL, NULL));
+	assert_false(vt_get_used(rxq(f), NULL, NULL));
 	b[2] = post_rx(f, 1024, &heads[2]);
 	b[3] = post_rx(f, 1024, &heads[3]);
 	kick_rx(f);
@@ -985,11 +954,11 @@ static void test_rx_bad_chains(void **state)
 	uint32_t id, len;
 
 	activate(f);
-	b[0] = vt_buf_new(&f->g, 16, false);
-	b[1] = vt_buf_new(&f->g, 2048, true);
-	h_ro = vt_add_chain(&f->rx, b, 2);
-	b[0] = vt_buf_new(&f->g, HDR - 1, true);
-	h_small = vt_add_chain(&f->rx, b, 1);
+	b[0] = vt_buf_new(&f->d.g, 16, false);
+	b[1] = vt_buf_new(&f->d.g, 2048, true);
+	h_ro = vt_add_chain(rxq(f), b, 2);
+	b[0] = vt_buf_new(&f->d.g, HDR - 1, true);
+	h_small = vt_add_chain(rxq(f), b, 1);
 	post_rx(f, 2048, &h_good);
 	kick_rx(f);
 	wait_used(f, VIRTIO_NET_RXQ, &id, &len);
@@ -1004,7 +973,7 @@ static void test_rx_bad_chains(void **state)
 	wait_used(f, VIRTIO_NET_RXQ, &id, &len);
 	assert_int_equal(id, h_good);
 	assert_int_equal(len, HDR + 64);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
@@ -1018,7 +987,7 @@ static void test_rx_many(void **state)
 	const unsigned int total = 500;
 	unsigned int sent = 0, got = 0;
 
-	vt_queue_set_indexes(&f->rx, 65400);
+	vt_queue_set_indexes(rxq(f), 65400);
 	for (unsigned int i = 0; i < 16; i++) {
 		struct vt_buf b = post_rx(f, 1600, &head);
 
@@ -1041,9 +1010,9 @@ static void test_rx_many(void **state)
 		assert_memory_equal(gptr(f, bufs[id].gpa + HDR, len - HDR), frame, len - HDR);
 		assert_int_equal(hdr_num_buffers(gptr(f, bufs[id].gpa, HDR)), 1);
 		/* Give the buffer back. */
-		vt_set_desc(&f->rx, (uint16_t)id, bufs[id].gpa, bufs[id].len, VIRTQ_DESC_F_WRITE,
+		vt_set_desc(rxq(f), (uint16_t)id, bufs[id].gpa, bufs[id].len, VIRTQ_DESC_F_WRITE,
 			    0);
-		vt_publish(&f->rx, (uint16_t)id);
+		vt_publish(rxq(f), (uint16_t)id);
 		kick_rx(f);
 		got++;
 	}
@@ -1061,21 +1030,21 @@ static void test_hostile_rx_ring(void **state)
 
 	activate(f);
 	/* A receive descriptor pointing past guest RAM. */
-	vt_set_desc(&f->rx, 0, RAM_SIZE - 8, 4096, VIRTQ_DESC_F_WRITE, 0);
-	vt_publish(&f->rx, 0);
+	vt_set_desc(rxq(f), 0, RAM_SIZE - 8, 4096, VIRTQ_DESC_F_WRITE, 0);
+	vt_publish(rxq(f), 0);
 	kick_rx(f);
-	assert_true(vt_eventfd_wait(f->env.reset_fd, WAIT_MS) >= 1);
+	assert_true(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS) >= 1);
 	/* Frames arriving now are not read; nothing is pushed. */
 	hdr_set(hdr, 0, 0, 0, 0, 0, 0, 0);
 	pattern(frame, sizeof(frame), 0);
 	peer_send(f, hdr, frame, sizeof(frame));
 	usleep(50 * 1000);
-	assert_false(vt_get_used(&f->rx, NULL, NULL));
+	assert_false(vt_get_used(rxq(f), NULL, NULL));
 
 	/* reset() recovers: a fresh ring works again. */
-	f->dev.ops->reset(f->dev.dev);
-	vt_queue_init(&f->rx, &f->g, QSIZE, 0);
-	vt_queue_init(&f->tx, &f->g, QSIZE, 0);
+	f->d.dev.ops->reset(f->d.dev.dev);
+	vt_queue_init(rxq(f), &f->d.g, QSIZE, 0);
+	vt_queue_init(txq(f), &f->d.g, QSIZE, 0);
 	activate(f);
 	post_rx(f, 2048, NULL);
 	kick_rx(f);
@@ -1089,26 +1058,26 @@ static void test_hostile_tx_ring(void **state)
 
 	activate(f);
 	/* A descriptor loop, then an avail index far ahead. */
-	vt_set_desc(&f->tx, 0, 0, 16, VIRTQ_DESC_F_NEXT, 1);
-	vt_set_desc(&f->tx, 1, 0, 16, VIRTQ_DESC_F_NEXT, 0);
-	vt_publish(&f->tx, 0);
+	vt_set_desc(txq(f), 0, 0, 16, VIRTQ_DESC_F_NEXT, 1);
+	vt_set_desc(txq(f), 1, 0, 16, VIRTQ_DESC_F_NEXT, 0);
+	vt_publish(txq(f), 0);
 	kick_tx(f);
-	assert_true(vt_eventfd_wait(f->env.reset_fd, WAIT_MS) >= 1);
+	assert_true(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS) >= 1);
 	fixture_free(f);
 
 	f = fixture_new(true, 0, 0, 0);
 	activate(f);
-	vt_set_avail_idx(&f->tx, QSIZE + 5);
+	vt_set_avail_idx(txq(f), QSIZE + 5);
 	kick_tx(f);
-	assert_true(vt_eventfd_wait(f->env.reset_fd, WAIT_MS) >= 1);
+	assert_true(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS) >= 1);
 	fixture_free(f);
 
 	/* A head index out of range on the receive ring. */
 	f = fixture_new(true, 0, 0, 0);
 	activate(f);
-	vt_publish(&f->rx, QSIZE + 3);
+	vt_publish(rxq(f), QSIZE + 3);
 	kick_rx(f);
-	assert_true(vt_eventfd_wait(f->env.reset_fd, WAIT_MS) >= 1);
+	assert_true(vt_eventfd_wait(f->d.env.reset_fd, VT_WAIT_MS) >= 1);
 	fixture_free(f);
 }
 
@@ -1134,12 +1103,12 @@ static void test_reset_while_holding(void **state)
 	usleep(50 * 1000);
 	assert_true(stats(f).tx_frames < 20);
 
-	f->dev.ops->reset(f->dev.dev);
+	f->d.dev.ops->reset(f->d.dev.dev);
 	/* Drain what the network got, then a fresh ring pair. */
 	while (peer_recv(f, got, sizeof(got), 0) > 0)
 		;
-	vt_queue_init(&f->rx, &f->g, QSIZE, VT_EVENT_IDX);
-	vt_queue_init(&f->tx, &f->g, QSIZE, VT_EVENT_IDX);
+	vt_queue_init(rxq(f), &f->d.g, QSIZE, VT_EVENT_IDX);
+	vt_queue_init(txq(f), &f->d.g, QSIZE, VT_EVENT_IDX);
 	activate(f);
 	b = post_rx(f, 2048, NULL);
 	kick_rx(f);
@@ -1151,10 +1120,10 @@ static void test_reset_while_holding(void **state)
 	post_tx(f, hdr, 100, 7);
 	kick_tx(f);
 	wait_used(f, VIRTIO_NET_TXQ, NULL, &len);
-	assert_int_equal(peer_recv(f, got, sizeof(got), WAIT_MS), HDR + 100);
+	assert_int_equal(peer_recv(f, got, sizeof(got), VT_WAIT_MS), HDR + 100);
 	pattern(frame, 100, 7);
 	assert_memory_equal(got + HDR, frame, 100);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
@@ -1181,7 +1150,7 @@ static void test_peer_closed(void **state)
 	usleep(200 * 1000);
 	cpu1 = cpu_us();
 	assert_true(cpu1 - cpu0 < 100 * 1000);
-	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
+	assert_int_equal(vt_eventfd_read(f->d.env.reset_fd), 0);
 	fixture_free(f);
 }
 
@@ -1222,19 +1191,20 @@ static bool rx_find(struct fixture *f, struct vt_buf *bufs, bool (*match)(const 
 	uint64_t t0 = now_ms();
 	uint32_t id, len;
 
-	while (now_ms() - t0 < WAIT_MS) {
+	while (now_ms() - t0 < VT_WAIT_MS) {
 		const uint8_t *p;
 
-		if (!try_wait_used(f, VIRTIO_NET_RXQ, &id, &len, WAIT_MS))
+		if (!vt_try_wait_used(rxq(f), f->d.env.act.call_fd[VIRTIO_NET_RXQ], &id, &len,
+				      VT_WAIT_MS))
 			return false;
 		assert_true(id < QSIZE && len >= HDR && len <= bufs[id].len);
 		p = gptr(f, bufs[id].gpa, len);
 		memcpy(out, p + HDR, len - HDR);
 		*out_len = len - HDR;
 		/* Recycle the buffer. */
-		vt_set_desc(&f->rx, (uint16_t)id, bufs[id].gpa, bufs[id].len, VIRTQ_DESC_F_WRITE,
+		vt_set_desc(rxq(f), (uint16_t)id, bufs[id].gpa, bufs[id].len, VIRTQ_DESC_F_WRITE,
 			    0);
-		vt_publish(&f->rx, (uint16_t)id);
+		vt_publish(rxq(f), (uint16_t)id);
 		kick_rx(f);
 		if (match(out, *out_len))
 			return true;
@@ -1281,13 +1251,13 @@ static void ipv4_frame(uint8_t *p, const uint8_t *host_mac, uint8_t proto, size_
 
 static void send_tx_frame(struct fixture *f, const uint8_t *hdr, const uint8_t *frame, size_t len)
 {
-	struct vt_buf b = vt_buf_new(&f->g, (uint32_t)(HDR + len), false);
+	struct vt_buf b = vt_buf_new(&f->d.g, (uint32_t)(HDR + len), false);
 	uint8_t *p = gptr(f, b.gpa, b.len);
 	uint32_t ulen;
 
 	memcpy(p, hdr, HDR);
 	memcpy(p + HDR, frame, len);
-	vt_add_chain(&f->tx, &b, 1);
+	vt_add_chain(txq(f), &b, 1);
 	kick_tx(f);
 	wait_used(f, VIRTIO_NET_TXQ, NULL, &ulen);
 }
@@ -1329,7 +1299,7 @@ static void test_real_tap(void **state)
 	assert_int_equal(tap_enable_offloads(fd, &info, &err), 0);
 	assert_true(info.vnet_hdr && (info.offloads & TUN_F_TSO4));
 	f = fixture_new_fd(fd, &info, neg, VT_EVENT_IDX);
-	assert_int_equal(f->dev.ops->features(f->dev.dev) & neg, neg);
+	assert_int_equal(f->d.dev.ops->features(f->d.dev.dev) & neg, neg);
 	for (unsigned int i = 0; i < 32; i++) {
 		uint16_t head;
 		struct vt_buf b = post_rx(f, 4096, &head);

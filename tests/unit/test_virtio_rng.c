@@ -16,94 +16,39 @@
 
 #define RAM_SIZE (512 * 1024)
 #define QSIZE	 16
-#define WAIT_MS	 5000
 
-struct fixture {
-	struct vt_guest g;
-	struct vt_queue vq;
-	struct vt_env env;
-	struct virtio_device dev;
-};
-
-static struct fixture *fixture_new(unsigned int flags)
+/* A virtio-rng on one queue of @flags (VT_*) in fake guest RAM. */
+static struct vt_dev *fixture_new(unsigned int flags)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	struct vt_queue *qs[1];
-	uint64_t features = 1ull << VIRTIO_F_VERSION_1;
+	struct vt_dev *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
 	vt_guest_init(&f->g, RAM_SIZE);
-	vt_queue_init(&f->vq, &f->g, QSIZE, flags);
-	qs[0] = &f->vq;
-	if (flags & VT_EVENT_IDX)
-		features |= 1ull << VIRTIO_F_RING_EVENT_IDX;
-	if (flags & VT_INDIRECT)
-		features |= 1ull << VIRTIO_F_INDIRECT_DESC;
-	vt_env_init(&f->env, qs, 1, features);
+	vt_dev_queues_init(f, 1, QSIZE, flags, 0);
 	assert_int_equal(virtio_rng_create(&f->dev, NULL), 0);
 	return f;
 }
 
-static void activate(struct fixture *f)
+static void fixture_free(struct vt_dev *f)
 {
-	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), 0);
-}
-
-static void fixture_free(struct fixture *f)
-{
-	f->dev.ops->reset(f->dev.dev);
-	f->dev.ops->destroy(f->dev.dev);
-	vt_env_destroy(&f->env);
-	vt_guest_destroy(&f->g);
+	vt_dev_destroy(f);
 	free(f);
 }
 
-static void kick(struct fixture *f)
-{
-	vt_eventfd_signal(f->env.act.kick_fd[0]);
-}
-
-/*
- * Wait for the next used entry as a driver would: ask for an interrupt at
- * the next used index (used_event, for event idx queues), look, then sleep
- * on the call eventfd. Fails the test after WAIT_MS without progress.
- */
-static void wait_used(struct fixture *f, uint32_t *id, uint32_t *len)
-{
-	for (;;) {
-		vt_set_used_event(&f->vq, f->vq.used_seen);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (vt_get_used(&f->vq, id, len))
-			return;
-		if (!vt_eventfd_wait(f->env.act.call_fd[0], WAIT_MS))
-			fail_msg("no interrupt within %d ms", WAIT_MS);
-	}
-}
-
-static bool wait_avail_event(struct fixture *f, uint16_t want)
+static bool wait_avail_event(struct vt_dev *f, uint16_t want)
 {
 	struct timespec start, now;
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
-		if (vt_avail_event(&f->vq) == want)
+		if (vt_avail_event(&f->vq[0]) == want)
 			return true;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >
-		    WAIT_MS)
+		    VT_WAIT_MS)
 			return false;
 		sched_yield();
 	}
-}
-
-static bool all_zero(struct fixture *f, uint64_t gpa, uint32_t len)
-{
-	const uint8_t *p = vt_host(&f->g, gpa, len);
-
-	for (uint32_t i = 0; i < len; i++)
-		if (p[i])
-			return false;
-	return true;
 }
 
 static void test_ops(void **state)
@@ -126,21 +71,21 @@ static void test_ops(void **state)
 
 static void serve_one(unsigned int flags)
 {
-	struct fixture *f = fixture_new(flags);
+	struct vt_dev *f = fixture_new(flags);
 	struct vt_buf b[2] = {vt_buf_new(&f->g, 16, true), vt_buf_new(&f->g, 48, true)};
 	uint16_t head;
 	uint32_t id, len;
 
-	activate(f);
-	head = (flags & VT_INDIRECT) ? vt_add_chain_indirect(&f->vq, b, 2)
-				     : vt_add_chain(&f->vq, b, 2);
-	kick(f);
-	wait_used(f, &id, &len);
+	vt_dev_activate(f);
+	head = (flags & VT_INDIRECT) ? vt_add_chain_indirect(&f->vq[0], b, 2)
+				     : vt_add_chain(&f->vq[0], b, 2);
+	vt_dev_kick(f, 0);
+	vt_dev_wait_used(f, 0, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, 64);
-	assert_false(all_zero(f, b[0].gpa, 16));
-	assert_false(all_zero(f, b[1].gpa, 48));
-	assert_int_equal(vt_get_used(&f->vq, NULL, NULL), false);
+	assert_false(vt_guest_filled(&f->g, b[0].gpa, 16, 0));
+	assert_false(vt_guest_filled(&f->g, b[1].gpa, 48, 0));
+	assert_int_equal(vt_get_used(&f->vq[0], NULL, NULL), false);
 	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
 	fixture_free(f);
 }
@@ -163,52 +108,52 @@ static void test_serve_chain_indirect(void **state)
 /* Several chains at once, one larger than the per-request cap. */
 static void test_several_chains(void **state)
 {
-	struct fixture *f = fixture_new(VT_EVENT_IDX);
+	struct vt_dev *f = fixture_new(VT_EVENT_IDX);
 	const uint32_t sizes[4] = {1, 100, VIRTIO_RNG_MAX_REQUEST + 4000, 4096};
 	const uint32_t expect[4] = {1, 100, VIRTIO_RNG_MAX_REQUEST, 4096};
 	struct vt_buf b[4];
 	uint16_t heads[4];
 
-	activate(f);
+	vt_dev_activate(f);
 	for (unsigned int i = 0; i < 4; i++) {
 		b[i] = vt_buf_new(&f->g, sizes[i], true);
-		heads[i] = vt_add_chain(&f->vq, &b[i], 1);
+		heads[i] = vt_add_chain(&f->vq[0], &b[i], 1);
 	}
-	kick(f);
+	vt_dev_kick(f, 0);
 	for (unsigned int i = 0; i < 4; i++) {
 		uint32_t id, len;
 
-		wait_used(f, &id, &len);
+		vt_dev_wait_used(f, 0, &id, &len);
 		assert_int_equal(id, heads[i]);
 		assert_int_equal(len, expect[i]);
 	}
-	assert_false(all_zero(f, b[2].gpa, VIRTIO_RNG_MAX_REQUEST));
+	assert_false(vt_guest_filled(&f->g, b[2].gpa, VIRTIO_RNG_MAX_REQUEST, 0));
 	/* Past the cap nothing is written. */
-	assert_true(all_zero(f, b[2].gpa + VIRTIO_RNG_MAX_REQUEST, 4000));
-	assert_false(all_zero(f, b[3].gpa, 4096));
+	assert_true(vt_guest_filled(&f->g, b[2].gpa + VIRTIO_RNG_MAX_REQUEST, 4000, 0));
+	assert_false(vt_guest_filled(&f->g, b[3].gpa, 4096, 0));
 	fixture_free(f);
 }
 
 /* Many rounds through a 16-entry ring, across index wrap-around. */
 static void test_many_rounds(void **state)
 {
-	struct fixture *f = fixture_new(VT_EVENT_IDX);
+	struct vt_dev *f = fixture_new(VT_EVENT_IDX);
 	struct vt_buf b = vt_buf_new(&f->g, 32, true);
 
-	vt_queue_set_indexes(&f->vq, 65500);
-	activate(f);
+	vt_queue_set_indexes(&f->vq[0], 65500);
+	vt_dev_activate(f);
 	for (unsigned int round = 0; round < 40; round++) {
 		for (unsigned int i = 0; i < 3; i++)
-			vt_add_chain(&f->vq, &b, 1);
-		kick(f);
+			vt_add_chain(&f->vq[0], &b, 1);
+		vt_dev_kick(f, 0);
 		for (unsigned int i = 0; i < 3; i++) {
 			uint32_t len;
 
-			wait_used(f, NULL, &len);
+			vt_dev_wait_used(f, 0, NULL, &len);
 			assert_int_equal(len, 32);
 		}
 	}
-	assert_int_equal(vt_used_idx(&f->vq), (uint16_t)(65500 + 120));
+	assert_int_equal(vt_used_idx(&f->vq[0]), (uint16_t)(65500 + 120));
 	/*
 	 * The worker ends its pass by asking to be notified of the next buffer
 	 * (avail_event = its last_avail). That store may trail the used entries
@@ -221,39 +166,39 @@ static void test_many_rounds(void **state)
 /* Chains published before activation are served without a kick. */
 static void test_served_without_kick(void **state)
 {
-	struct fixture *f = fixture_new(0);
+	struct vt_dev *f = fixture_new(0);
 	struct vt_buf b = vt_buf_new(&f->g, 8, true);
 	uint32_t len;
 
-	vt_add_chain(&f->vq, &b, 1);
-	activate(f);
-	wait_used(f, NULL, &len);
+	vt_add_chain(&f->vq[0], &b, 1);
+	vt_dev_activate(f);
+	vt_dev_wait_used(f, 0, NULL, &len);
 	assert_int_equal(len, 8);
 	fixture_free(f);
 }
 
 static void test_readable_only(void **state)
 {
-	struct fixture *f = fixture_new(0);
+	struct vt_dev *f = fixture_new(0);
 	struct vt_buf r[2] = {vt_buf_new(&f->g, 16, false), vt_buf_new(&f->g, 16, false)};
 	struct vt_buf m[2] = {vt_buf_new(&f->g, 16, false), vt_buf_new(&f->g, 24, true)};
 	uint16_t h1, h2;
 	uint32_t id, len;
 
-	activate(f);
-	h1 = vt_add_chain(&f->vq, r, 2);
-	h2 = vt_add_chain(&f->vq, m, 2);
-	kick(f);
-	wait_used(f, &id, &len);
+	vt_dev_activate(f);
+	h1 = vt_add_chain(&f->vq[0], r, 2);
+	h2 = vt_add_chain(&f->vq[0], m, 2);
+	vt_dev_kick(f, 0);
+	vt_dev_wait_used(f, 0, &id, &len);
 	assert_int_equal(id, h1);
 	assert_int_equal(len, 0);
-	assert_true(all_zero(f, r[0].gpa, 16));
-	assert_true(all_zero(f, r[1].gpa, 16));
-	wait_used(f, &id, &len);
+	assert_true(vt_guest_filled(&f->g, r[0].gpa, 16, 0));
+	assert_true(vt_guest_filled(&f->g, r[1].gpa, 16, 0));
+	vt_dev_wait_used(f, 0, &id, &len);
 	assert_int_equal(id, h2);
 	assert_int_equal(len, 24);
-	assert_true(all_zero(f, m[0].gpa, 16));
-	assert_false(all_zero(f, m[1].gpa, 24));
+	assert_true(vt_guest_filled(&f->g, m[0].gpa, 16, 0));
+	assert_false(vt_guest_filled(&f->g, m[1].gpa, 24, 0));
 	fixture_free(f);
 }
 
@@ -263,40 +208,40 @@ static void test_readable_only(void **state)
  */
 static void test_hostile_chain(void **state)
 {
-	struct fixture *f = fixture_new(0);
+	struct vt_dev *f = fixture_new(0);
 	struct vt_buf good = vt_buf_new(&f->g, 8, true);
 	struct vt_buf bad = {RAM_SIZE - 4, 8, true}; /* runs past the end of RAM */
 	uint32_t id, len;
 
-	activate(f);
+	vt_dev_activate(f);
 	/* One good chain first: it completes before the bad one breaks the ring. */
-	vt_add_chain(&f->vq, &good, 1);
-	vt_add_chain(&f->vq, &bad, 1);
-	kick(f);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
-	assert_true(vt_get_used(&f->vq, &id, &len));
+	vt_add_chain(&f->vq[0], &good, 1);
+	vt_add_chain(&f->vq[0], &bad, 1);
+	vt_dev_kick(f, 0);
+	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, VT_WAIT_MS), 1);
+	assert_true(vt_get_used(&f->vq[0], &id, &len));
 	assert_int_equal(len, 8);
-	assert_false(vt_get_used(&f->vq, NULL, NULL));
+	assert_false(vt_get_used(&f->vq[0], NULL, NULL));
 
 	/* The worker no longer serves the queue. */
 	vt_eventfd_read(f->env.act.call_fd[0]);
-	vt_add_chain(&f->vq, &good, 1);
-	kick(f);
+	vt_add_chain(&f->vq[0], &good, 1);
+	vt_dev_kick(f, 0);
 	assert_int_equal(vt_eventfd_wait(f->env.act.call_fd[0], 200), 0);
 	/* Unread: 1, or 2 if the worker's first look at the ring found both chains. */
 	assert_true(vt_eventfd_read(f->env.act.kick_fd[0]) >= 1);
-	assert_false(vt_get_used(&f->vq, NULL, NULL));
+	assert_false(vt_get_used(&f->vq[0], NULL, NULL));
 	assert_int_equal(vt_eventfd_read(f->env.reset_fd), 0);
 
 	/* Reset (twice), restart the queue as the transport would, activate again. */
 	f->dev.ops->reset(f->dev.dev);
 	f->dev.ops->reset(f->dev.dev);
-	assert_int_equal(virtq_start(&f->vq.q), 0);
-	vt_queue_set_indexes(&f->vq, 0);
-	vt_add_chain(&f->vq, &good, 1);
-	activate(f);
-	kick(f);
-	wait_used(f, NULL, &len);
+	assert_int_equal(virtq_start(&f->vq[0].q), 0);
+	vt_queue_set_indexes(&f->vq[0], 0);
+	vt_add_chain(&f->vq[0], &good, 1);
+	vt_dev_activate(f);
+	vt_dev_kick(f, 0);
+	vt_dev_wait_used(f, 0, NULL, &len);
 	assert_int_equal(len, 8);
 	fixture_free(f);
 }
@@ -304,29 +249,29 @@ static void test_hostile_chain(void **state)
 /* A bad avail index and a descriptor loop also end in NEEDS_RESET, without a hang. */
 static void test_hostile_ring(void **state)
 {
-	struct fixture *f = fixture_new(VT_INDIRECT);
+	struct vt_dev *f = fixture_new(VT_INDIRECT);
 	struct vt_buf b = vt_buf_new(&f->g, 8, true);
 
-	activate(f);
-	vt_set_avail_idx(&f->vq, QSIZE + 1);
-	kick(f);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	vt_dev_activate(f);
+	vt_set_avail_idx(&f->vq[0], QSIZE + 1);
+	vt_dev_kick(f, 0);
+	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, VT_WAIT_MS), 1);
 	fixture_free(f);
 
 	f = fixture_new(VT_INDIRECT);
 	b = vt_buf_new(&f->g, 8, true);
-	activate(f);
-	vt_set_desc(&f->vq, 0, b.gpa, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
-	vt_set_desc(&f->vq, 1, b.gpa, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
-	vt_publish(&f->vq, 0);
-	kick(f);
-	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, WAIT_MS), 1);
+	vt_dev_activate(f);
+	vt_set_desc(&f->vq[0], 0, b.gpa, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+	vt_set_desc(&f->vq[0], 1, b.gpa, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
+	vt_publish(&f->vq[0], 0);
+	vt_dev_kick(f, 0);
+	assert_int_equal(vt_eventfd_wait(f->env.reset_fd, VT_WAIT_MS), 1);
 	fixture_free(f);
 }
 
 static void test_activate_rules(void **state)
 {
-	struct fixture *f = fixture_new(0);
+	struct vt_dev *f = fixture_new(0);
 	struct virtio_activation bad = f->env.act;
 
 	bad.nqueues = 0;
@@ -338,17 +283,17 @@ static void test_activate_rules(void **state)
 	bad.kick_fd[0] = -1;
 	assert_int_equal(f->dev.ops->activate(f->dev.dev, &bad), -EINVAL);
 
-	activate(f);
+	vt_dev_activate(f);
 	assert_int_equal(f->dev.ops->activate(f->dev.dev, &f->env.act), -EBUSY);
 	f->dev.ops->reset(f->dev.dev);
 	f->dev.ops->reset(f->dev.dev);
 	/* Reset and activate many times. */
 	for (unsigned int i = 0; i < 20; i++) {
-		activate(f);
+		vt_dev_activate(f);
 		f->dev.ops->reset(f->dev.dev);
 	}
 	/* Destroy while active joins the worker. */
-	activate(f);
+	vt_dev_activate(f);
 	fixture_free(f);
 }
 

@@ -34,13 +34,24 @@ void vt_guest_init_sparse(struct vt_guest *g, uint64_t size)
 	assert_true(p != MAP_FAILED);
 	g->ram = p;
 	g->size = size;
-	g->mapped = true;
+	g->kind = VT_RAM_SPARSE;
 	gm_init_fake(&g->mem, g->ram, size);
+}
+
+void vt_guest_init_shared(struct vt_guest *g, uint64_t size)
+{
+	memset(g, 0, sizeof(*g));
+	assert_int_equal(gm_init(&g->mem, size, NULL), 0);
+	g->ram = g->mem.base;
+	g->size = gm_low_end(&g->mem);
+	g->kind = VT_RAM_SHARED;
 }
 
 void vt_guest_destroy(struct vt_guest *g)
 {
-	if (g->mapped)
+	if (g->kind == VT_RAM_SHARED)
+		gm_destroy(&g->mem);
+	else if (g->kind == VT_RAM_SPARSE)
 		munmap(g->ram, g->size);
 	else
 		free(g->ram);
@@ -63,6 +74,32 @@ void *vt_host(struct vt_guest *g, uint64_t gpa, uint64_t len)
 {
 	assert_true(gpa <= g->size && len <= g->size - gpa);
 	return g->ram + gpa;
+}
+
+bool vt_filled(const void *p, uint64_t len, uint8_t v)
+{
+	const uint8_t *b = p;
+
+	for (uint64_t i = 0; i < len; i++)
+		if (b[i] != v)
+			return false;
+	return true;
+}
+
+bool vt_guest_filled(struct vt_guest *g, uint64_t gpa, uint64_t len, uint8_t v)
+{
+	return vt_filled(vt_host(g, gpa, len), len, v);
+}
+
+uint64_t vt_ring_features(unsigned int flags)
+{
+	uint64_t f = 1ull << VIRTIO_F_VERSION_1;
+
+	if (flags & VT_EVENT_IDX)
+		f |= 1ull << VIRTIO_F_RING_EVENT_IDX;
+	if (flags & VT_INDIRECT)
+		f |= 1ull << VIRTIO_F_INDIRECT_DESC;
+	return f;
 }
 
 static int queue_setup(struct vt_queue *vq, struct vt_guest *g, uint16_t size, uint64_t desc,
@@ -246,6 +283,24 @@ bool vt_get_used(struct vt_queue *vq, uint32_t *id, uint32_t *len)
 	return true;
 }
 
+bool vt_try_wait_used(struct vt_queue *vq, int call_fd, uint32_t *id, uint32_t *len, int timeout_ms)
+{
+	for (;;) {
+		vt_set_used_event(vq, vq->used_seen);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (vt_get_used(vq, id, len))
+			return true;
+		if (!vt_eventfd_wait(call_fd, timeout_ms))
+			return false;
+	}
+}
+
+void vt_wait_used(struct vt_queue *vq, int call_fd, uint32_t *id, uint32_t *len)
+{
+	if (!vt_try_wait_used(vq, call_fd, id, len, VT_WAIT_MS))
+		fail_msg("no used entry within %d ms", VT_WAIT_MS);
+}
+
 int vt_eventfd(void)
 {
 	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -274,7 +329,7 @@ uint64_t vt_eventfd_read(int fd)
 	return v;
 }
 
-uint64_t vt_eventfd_wait(int fd, int timeout_ms)
+bool vt_poll_in(int fd, int timeout_ms)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
 	int r;
@@ -283,9 +338,12 @@ uint64_t vt_eventfd_wait(int fd, int timeout_ms)
 		r = poll(&p, 1, timeout_ms);
 	} while (r < 0 && errno == EINTR);
 	assert_true(r >= 0);
-	if (r == 0)
-		return 0;
-	return vt_eventfd_read(fd);
+	return r > 0;
+}
+
+uint64_t vt_eventfd_wait(int fd, int timeout_ms)
+{
+	return vt_poll_in(fd, timeout_ms) ? vt_eventfd_read(fd) : 0;
 }
 
 static void env_needs_reset(void *ctx)
@@ -327,4 +385,40 @@ void vt_env_destroy(struct vt_env *e)
 	close(e->reset_fd);
 	memset(e, 0, sizeof(*e));
 	e->reset_fd = -1;
+}
+
+void vt_dev_queues_init(struct vt_dev *d, unsigned int nq, uint16_t qsize, unsigned int flags,
+			uint64_t features)
+{
+	struct vt_queue *qs[VT_DEV_MAX_QUEUES];
+
+	assert_true(nq <= VT_DEV_MAX_QUEUES);
+	for (unsigned int i = 0; i < nq; i++) {
+		vt_queue_init(&d->vq[i], &d->g, qsize, flags);
+		qs[i] = &d->vq[i];
+	}
+	vt_env_init(&d->env, qs, nq, vt_ring_features(flags) | features);
+}
+
+void vt_dev_activate(struct vt_dev *d)
+{
+	assert_int_equal(d->dev.ops->activate(d->dev.dev, &d->env.act), 0);
+}
+
+void vt_dev_kick(struct vt_dev *d, unsigned int q)
+{
+	vt_eventfd_signal(d->env.act.kick_fd[q]);
+}
+
+void vt_dev_wait_used(struct vt_dev *d, unsigned int q, uint32_t *id, uint32_t *len)
+{
+	vt_wait_used(&d->vq[q], d->env.act.call_fd[q], id, len);
+}
+
+void vt_dev_destroy(struct vt_dev *d)
+{
+	d->dev.ops->reset(d->dev.dev);
+	d->dev.ops->destroy(d->dev.dev);
+	vt_env_destroy(&d->env);
+	vt_guest_destroy(&d->g);
 }

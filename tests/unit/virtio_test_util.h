@@ -15,25 +15,37 @@
  * system call fails, so callers need not check results unless stated.
  */
 
+/* How long a test waits for a device before it fails: a bound, not a timing. */
+#define VT_WAIT_MS 10000
+
 /* ---- Fake guest RAM ---- */
 
 /*
  * Guest RAM at gpa 0 of exactly @size bytes. vt_guest_init() mallocs it (so
  * an ASan build catches any access one byte past the end) and zeroes it.
  * vt_guest_init_sparse() maps it with MAP_NORESERVE instead, for tests that
- * need gigabytes they never touch. A bump allocator (vt_alloc) hands out
- * ranges from gpa 0 upwards.
+ * need gigabytes they never touch. vt_guest_init_shared() is the real thing,
+ * gm_init()'s shared memfd mapping (which a sandboxed device process maps
+ * too); there the helpers reach only the RAM below the MMIO hole (g->size).
+ * A bump allocator (vt_alloc) hands out ranges from gpa 0 upwards.
  */
+enum vt_ram_kind {
+	VT_RAM_HEAP,   /* vt_guest_init */
+	VT_RAM_SPARSE, /* vt_guest_init_sparse */
+	VT_RAM_SHARED, /* vt_guest_init_shared */
+};
+
 struct vt_guest {
 	struct guest_mem mem; /* pass &g->mem to code under test */
 	uint8_t *ram;	      /* host address of gpa 0 */
 	uint64_t size;
 	uint64_t next; /* first gpa vt_alloc() has not handed out */
-	bool mapped;   /* ram came from mmap */
+	enum vt_ram_kind kind;
 };
 
 void vt_guest_init(struct vt_guest *g, uint64_t size);
 void vt_guest_init_sparse(struct vt_guest *g, uint64_t size);
+void vt_guest_init_shared(struct vt_guest *g, uint64_t size);
 void vt_guest_destroy(struct vt_guest *g);
 
 /* Reserve @len bytes aligned to @align (a power of two), zeroed; returns the gpa. */
@@ -42,10 +54,17 @@ uint64_t vt_alloc(struct vt_guest *g, uint64_t len, uint64_t align);
 /* Host pointer for [gpa, gpa + len), asserted to lie inside the fake RAM. */
 void *vt_host(struct vt_guest *g, uint64_t gpa, uint64_t len);
 
+/* Whether all @len bytes at @p, or at guest [gpa, gpa + len), equal @v. */
+bool vt_filled(const void *p, uint64_t len, uint8_t v);
+bool vt_guest_filled(struct vt_guest *g, uint64_t gpa, uint64_t len, uint8_t v);
+
 /* ---- A split virtqueue, driver side ---- */
 
 #define VT_EVENT_IDX 1u /* set q.event_idx (VIRTIO_F_RING_EVENT_IDX) */
 #define VT_INDIRECT  2u /* set q.indirect (VIRTIO_F_INDIRECT_DESC) */
+
+/* The feature bits a driver negotiates for queues laid out with @flags, and VERSION_1. */
+uint64_t vt_ring_features(unsigned int flags);
 
 /*
  * A queue laid out in a vt_guest: the driver's shadow indexes plus the
@@ -140,6 +159,16 @@ uint16_t vt_avail_event(struct vt_queue *vq);
  */
 bool vt_get_used(struct vt_queue *vq, uint32_t *id, uint32_t *len);
 
+/*
+ * Wait for the next used entry as a driver would: ask for an interrupt at the
+ * next used index (used_event, for event idx queues), look, then sleep on
+ * @call_fd. The try_ form returns false after @timeout_ms without progress;
+ * vt_wait_used() fails the test after VT_WAIT_MS.
+ */
+bool vt_try_wait_used(struct vt_queue *vq, int call_fd, uint32_t *id, uint32_t *len,
+		      int timeout_ms);
+void vt_wait_used(struct vt_queue *vq, int call_fd, uint32_t *id, uint32_t *len);
+
 /* ---- Eventfds: kicks, interrupt sinks ---- */
 
 /* A non-blocking, close-on-exec eventfd with count 0. */
@@ -150,6 +179,9 @@ void vt_eventfd_signal(int fd);
 
 /* Read and clear the count; 0 when nothing was signalled. Never blocks. */
 uint64_t vt_eventfd_read(int fd);
+
+/* Whether @fd becomes readable within @timeout_ms (poll, EINTR retried). */
+bool vt_poll_in(int fd, int timeout_ms);
 
 /*
  * Wait up to @timeout_ms for the eventfd to be signalled, then read and
@@ -173,5 +205,37 @@ struct vt_env {
 void vt_env_init(struct vt_env *e, struct vt_queue *const *vqs, unsigned int n, uint64_t features);
 /* Close the eventfds (after the device's reset()). */
 void vt_env_destroy(struct vt_env *e);
+
+/* ---- A device under test with its guest and queues ---- */
+
+#define VT_DEV_MAX_QUEUES 2
+
+/*
+ * The usual fixture of a device test. The caller sets up g (a vt_guest_init*
+ * function) and creates dev; vt_dev_queues_init() lays out @nq queues of
+ * @qsize entries with VT_* @flags in g and sets up env for them, offering
+ * vt_ring_features(@flags) | @features.
+ */
+struct vt_dev {
+	struct vt_guest g;
+	struct vt_queue vq[VT_DEV_MAX_QUEUES];
+	struct vt_env env;
+	struct virtio_device dev;
+};
+
+void vt_dev_queues_init(struct vt_dev *d, unsigned int nq, uint16_t qsize, unsigned int flags,
+			uint64_t features);
+
+/* dev.ops->activate() with env.act, asserted to succeed. */
+void vt_dev_activate(struct vt_dev *d);
+
+/* The driver kicks queue @q. */
+void vt_dev_kick(struct vt_dev *d, unsigned int q);
+
+/* vt_wait_used() on queue @q with its call eventfd. */
+void vt_dev_wait_used(struct vt_dev *d, unsigned int q, uint32_t *id, uint32_t *len);
+
+/* Reset and destroy dev, close env's eventfds, free g (not @d itself). */
+void vt_dev_destroy(struct vt_dev *d);
 
 #endif

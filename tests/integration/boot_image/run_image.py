@@ -17,16 +17,16 @@ import argparse
 import os
 import random
 import re
-import selectors
-import shutil
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 
-QEMU = "qemu-system-x86_64"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from qemu_runner import (Failure, check, check_ending, check_initrd, make_initrd,  # noqa: E402
+                         one, qemu_command, run_main, run_to_exit, skip_without_qemu)
+
 QEMU_TIMEOUT = 60  # seconds per QEMU run; QEMU is killed and the test fails after it
 DUMP_ADDR = 0x2000000  # where the dump goes in QEMU's RAM unless a record is there
 DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1"
@@ -45,15 +45,6 @@ LAYOUT_MMIO_HOLE = 0xC0000000
 LAYOUT_ECAM = 0xE0000000
 LAYOUT_ECAM_SIZE = 0x100000
 ENTRY_64 = 0x100200  # the test guest's 64-bit entry (tests/guest/README.md)
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 # ---------------------------------------------------------------- the dump
@@ -113,14 +104,6 @@ def make_dump(args, tmp, kernel, mem_mib=256, cpus=1, cmdline=None, initrd=None)
     dump = Dump(out)
     check(dump.mem_mib == mem_mib and dump.vcpus == cpus, "dump header mem/vcpus")
     return out, dump
-
-
-def make_initrd(tmp, size, seed):
-    data = random.Random(seed).randbytes(size)
-    path = os.path.join(tmp, "initrd.bin")
-    with open(path, "wb") as f:
-        f.write(data)
-    return path, data
 
 
 # ---------------------------------------------------------------- expectations
@@ -184,61 +167,12 @@ def run_qemu(shim, dump_path, dump, dump_addr):
     for gpa, body in dump.records:
         check(gpa + len(body) <= low,
               f"record 0x{gpa:x}+0x{len(body):x} is beyond QEMU's low RAM (0x{low:x})")
-    cmd = [QEMU, "-M", "q35", "-accel", "tcg", "-m", str(dump.mem_mib),
-           "-smp", str(dump.vcpus), "-nodefaults", "-no-user-config", "-display", "none",
-           "-serial", "stdio", "-no-reboot",
-           "-kernel", shim, "-append", f"dump=0x{dump_addr:x}",
-           "-device", f"loader,file={dump_path},addr=0x{dump_addr:x},force-raw=on"]
-    print("+", " ".join(cmd), flush=True)
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=err)
-        out = bytearray()
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + QEMU_TIMEOUT
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Failure(f"QEMU still running after {QEMU_TIMEOUT} s")
-                if not sel.select(left):
-                    continue
-                data = os.read(proc.stdout.fileno(), 65536)
-                if not data:
-                    break
-                out += data
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-            status = proc.wait(max(deadline - time.monotonic(), 1))
-        except (Failure, subprocess.TimeoutExpired) as e:
-            proc.kill()
-            proc.wait()
-            raise Failure(str(e) if isinstance(e, Failure)
-                          else f"QEMU did not exit within {QEMU_TIMEOUT} s")
-        finally:
-            sel.close()
-            proc.stdout.close()
-            err.seek(0)
-            msg = err.read().decode(errors="replace").strip()
-            if msg:
-                print("qemu stderr:", msg, flush=True)
-    lines = []
-    for line in out.decode(errors="replace").split("\n"):
-        m = re.search(r"(GUEST|SHIM) ", line)  # firmware output may precede a line
-        if m:
-            lines.append(line[m.start():].rstrip("\r"))
-    return status, lines
+    cmd = qemu_command("q35", dump.mem_mib, dump.vcpus, shim, f"dump=0x{dump_addr:x}",
+                       ["-device", f"loader,file={dump_path},addr=0x{dump_addr:x},force-raw=on"])
+    return run_to_exit(cmd, QEMU_TIMEOUT, tags=("GUEST", "SHIM"))
 
 
 # ---------------------------------------------------------------- checks
-
-def one(lines, pattern):
-    rx = re.compile(pattern)
-    hits = [m for m in map(rx.fullmatch, lines) if m]
-    check(len(hits) == 1, f"expected exactly one line matching {pattern!r}, got {len(hits)}")
-    return hits[0]
-
 
 def check_boot(lines, status, dump, cmdline_extra, initrd_data=None):
     """Everything the guest reports about libvmm's image, for every case."""
@@ -247,14 +181,9 @@ def check_boot(lines, status, dump, cmdline_extra, initrd_data=None):
     one(lines, r"SHIM copied \d+ bytes; entering 0x[0-9a-f]+ cs=0x10 rsi=0x7000 cr3=0x9000 "
                r"gdt=0x500")
     g = [l for l in lines if l.startswith("GUEST ")]
-    check(status == 0, f"QEMU exit status {status}")
     # With guest.exit=reset nothing is expected to fail: poweroff (libvmm's
     # port 0x600, which QEMU lacks) is never tried.
-    fails = [l for l in g if l.startswith("GUEST FAIL")]
-    check(not fails, f"guest reported failures: {fails}")
-    check(g and g[0] == "GUEST hello", "first guest line is not 'GUEST hello'")
-    check("GUEST result pass" in g, "no 'GUEST result pass'")
-    check(g[-1] == "GUEST exit reset", "last guest line is not 'GUEST exit reset'")
+    check_ending(g, status, "reset")
 
     one(g, rf"GUEST entry=64 long_mode=1 cs=0x10 bp=0x{LAYOUT_ZERO_PAGE:x}")
 
@@ -273,12 +202,9 @@ def check_boot(lines, status, dump, cmdline_extra, initrd_data=None):
     if initrd_data is None:
         one(g, r"GUEST initrd none")
     else:
-        m = one(g, r"GUEST initrd addr=0x([0-9a-f]+) size=(\d+) crc32=([0-9a-f]{8})")
-        check(int(m.group(1), 16) == dump.initrd_addr,
-              f"initrd at 0x{m.group(1)}, libvmm put it at 0x{dump.initrd_addr:x}")
-        check(int(m.group(2)) == len(initrd_data), f"initrd size {m.group(2)}")
-        crc = f"{zlib.crc32(initrd_data):08x}"
-        check(m.group(3) == crc, f"initrd crc32 {m.group(3)}, host zlib.crc32 says {crc}")
+        addr = check_initrd(g, initrd_data)
+        check(addr == dump.initrd_addr,
+              f"initrd at 0x{addr:x}, libvmm put it at 0x{dump.initrd_addr:x}")
 
     one(g, r"GUEST cpuid vendor=.{12} hypervisor=\S+ apic_id=0")
     one(g, rf"GUEST acpi rsdp=0x{LAYOUT_ACPI:x} rev=2 oem=LIBVMM")
@@ -350,9 +276,8 @@ def main():
     args = ap.parse_args()
 
     case = args.case
-    if case != "dump" and not shutil.which(QEMU):
-        print(f"{QEMU} not installed: skipping", flush=True)
-        sys.exit(77)
+    if case != "dump":
+        skip_without_qemu()
 
     with tempfile.TemporaryDirectory() as tmp:
         if case == "dump":
@@ -401,8 +326,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Failure as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
+    run_main(main)

@@ -3,7 +3,7 @@
 set -eu
 pkgs="meson ninja-build pkg-config gcc g++ libc6-dev binutils python3 libcmocka-dev
       libseccomp-dev libcap-dev liburing-dev qemu-utils zlib1g-dev libzstd-dev qemu-system-x86 acpica-tools busybox-static cpio
-      util-linux iproute2 fio"
+      util-linux iproute2 fio e2fsprogs"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

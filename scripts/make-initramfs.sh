@@ -3,8 +3,10 @@
 #
 # Build libvmm's Linux test initramfs: a static busybox, /init and the test
 # scripts from tests/linux/initramfs/, and the virtio modules of the kernel
-# that scripts/fetch-debian-kernel.sh unpacked into KERNELDIR (modules that
-# are built into that kernel are skipped), in dependency order.
+# that scripts/fetch-debian-kernel.sh unpacked into KERNELDIR, with ext4 for
+# the disk tests (modules that are built into that kernel are skipped), in
+# dependency order: a module's depends= and its softdep "pre:" modules load
+# before it.
 #
 # The guest runs /tests/NAME.sh for `test=NAME` on its command line, prints
 # "LINUX-TEST NAME PASS|FAIL" and powers off; see tests/linux/initramfs/init.
@@ -32,7 +34,10 @@ for t in cpio gzip find sort awk; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (Debian: apt-get install cpio gzip findutils coreutils)"
 done
 
-WANT=${INITRAMFS_MODULES:-"virtio virtio_ring virtio_pci virtio_mmio virtio_blk virtio_net virtio_rng virtio_console virtio_balloon virtio_scsi"}
+# ext4 needs jbd2, mbcache and crc16 (depends=) and crc32c (a softdep on
+# the crypto alias, provided by crc32c_generic): in Debian's cloud kernel all
+# of them are built in, in other kernels they may be modules.
+WANT=${INITRAMFS_MODULES:-"virtio virtio_ring virtio_pci virtio_mmio virtio_blk virtio_net virtio_rng virtio_console virtio_balloon virtio_scsi ext4 crc32c_generic"}
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/initramfs.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT INT TERM
@@ -101,6 +106,13 @@ is_builtin() {
 }
 # The depends= entry of the module's .modinfo section.
 depends_of() { tr '\0' '\n' < "$1" | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '; }
+# The "pre:" names of its softdep= entries ("softdep=pre: a b post: c").
+softdeps_of() {
+	tr '\0' '\n' < "$1" | sed -n 's/^softdep=//p' |
+		awk '{ pre = 0; for (i = 1; i <= NF; i++) {
+			if ($i == "pre:") pre = 1; else if ($i == "post:") pre = 0;
+			else if (pre) print $i } }'
+}
 
 ORDER=""
 BUILTIN=""
@@ -116,6 +128,14 @@ resolve() {
 	VISITING="$VISITING $_n"
 	for _d in $(depends_of "$_f"); do
 		resolve "$_d"
+	done
+	# A soft dependency may name an alias (ext4's "crc32c"), not a module:
+	# only those that are modules or built in are followed.
+	_f=$(lookup "$(norm "$1")")
+	for _d in $(softdeps_of "$_f"); do
+		if [ -n "$(lookup "$(norm "$_d")")" ] || is_builtin "$(norm "$_d")"; then
+			resolve "$_d"
+		fi
 	done
 	# $_n and $_f were overwritten by the recursion: recompute from $1.
 	_n=$(norm "$1")

@@ -7,10 +7,20 @@ COMMAND is one of
     early-boot   boot the bare kernel with earlyprintk and check the e820 map,
                  the ACPI tables and the CPU count it prints
     boot         boot to the initramfs's `boot` test and check what it reports
+    blk          a read-only ext4 root disk (-r) of known files and a writable
+                 ext4 disk (--rwdisk) the guest writes; the host checks the
+                 written file with debugfs, without mounting
+    rng          /dev/hwrng backed by virtio-rng (and none with --no-rng)
+    net          virtio-net on a tap opened by the driver (--tap-fd) in a
+                 network namespace of its own: pings both ways, 16 MiB by TCP
+                 each way (root only)
+    net-hostip   the same with the tap created by vmm-run
+                 (--host_ip/--netmask/--mac); the guest checks the MAC
     prepare      only fetch the kernel and build the initramfs
     shell        interactive: boot to the initramfs shell under vmm-run
-    qemu-tcg     validation aid: boot kernel + initramfs under QEMU's emulator
-                 (`qemu-tcg boot` or `qemu-tcg shell`)
+    qemu-tcg     validation aid: the same guests under QEMU's emulator, with
+                 QEMU's virtio devices and the same host-side checks
+                 (`qemu-tcg boot|shell|blk|rng|net|net-hostip`)
 
 Exit status follows meson: 0 pass, 1 fail, 77 skip (with the reason on stdout).
 Every VM runs under a timeout; a VM that outlives it is killed and the test fails.
@@ -19,15 +29,26 @@ Environment:
     LIBVMM_LINUX_CACHE   where the kernel is unpacked (default WORK/debian-kernel)
     LIBVMM_HOST_KVM      force the host classification: none, pvm or hw
     LIBVMM_LINUX_TIMEOUT seconds allowed for one VM run (default 120)
+    LIBVMM_QEMU_TIMEOUT  the same under qemu-tcg (default 600)
+    LIBVMM_SECCOMP_POLICY_DIR  vmm-run's seccomp policies (default: the
+                         source tree's policies/)
 """
 
 import argparse
+import ctypes
 import fcntl
+import hashlib
 import os
+import queue
+import random
 import re
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 SKIP = 77
@@ -434,18 +455,706 @@ def cmd_shell(args):
     os.execv(argv[0], argv)
 
 
-def cmd_qemu_tcg(args):
-    """Validation aid (not a registered test): the same guest under QEMU's TCG."""
+# --------------------------------------------------------------------------
+# Guests with devices, under vmm-run or (validation aid) under QEMU's TCG
+
+class Guest:
+    """One guest's command line and devices, as vmm-run or QEMU options."""
+
+    def __init__(self, test, cpus=2, mem=512):
+        self.test, self.cpus, self.mem = test, cpus, mem
+        # loglevel=4 keeps the kernel's informational messages from cutting
+        # into the lines the guest scripts print (warnings still show).
+        self.params = [f"test={test}", "loglevel=4"]
+        self.disks = []          # (path, "root" | "ro" | "rw")
+        self.rng = True
+        self.tap_fd = None       # an open tap, handed over as this fd number
+        self.tap_create = None   # (host_ip, prefix_len, mac, ifname)
+        self.mac = None          # the NIC's MAC, where the VMM lets us choose
+
+    def vmm_argv(self, args, img):
+        argv = [args.vmm, "run", "-c", str(self.cpus), "-m", str(self.mem)]
+        for p in self.params:
+            argv += ["-p", p]
+        for path, kind in self.disks:
+            argv += [{"root": "-r", "ro": "-d", "rw": "--rwdisk"}[kind], path]
+        if not self.rng:
+            argv.append("--no-rng")
+        if self.tap_fd is not None:
+            argv += ["--tap-fd", str(self.tap_fd)]
+        if self.tap_create:
+            host_ip, prefix, mac, _ = self.tap_create
+            argv += ["--host_ip", host_ip, "--netmask", str(prefix), "--mac", mac]
+        return argv + ["-i", img.initrd, img.kernel]
+
+    def qemu_argv(self, img):
+        # vmm-run starts the command line with these and adds root= for -r.
+        params = ["console=ttyS0 reboot=k panic=-1"]
+        if any(kind == "root" for _, kind in self.disks):
+            params.append("root=/dev/vda ro")
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-m", str(self.mem),
+                "-smp", str(self.cpus), "-nographic", "-no-reboot", "-nic", "none",
+                "-kernel", img.kernel, "-initrd", img.initrd,
+                "-append", " ".join(params + self.params)]
+        # The root disk first, so that it is vda as under vmm-run.
+        disks = sorted(self.disks, key=lambda d: d[1] != "root")
+        for i, (path, kind) in enumerate(disks):
+            ro = ",readonly=on" if kind in ("root", "ro") else ""
+            argv += ["-drive", f"file={path},if=none,id=d{i},format=raw{ro}",
+                     "-device", f"virtio-blk-pci,drive=d{i}"]
+        if self.rng:
+            argv += ["-device", "virtio-rng-pci"]
+        mac = f",mac={self.mac}" if self.mac else ""
+        if self.tap_fd is not None:
+            argv += ["-netdev", f"tap,id=n0,fd={self.tap_fd},vhost=off",
+                     "-device", f"virtio-net-pci,netdev=n0{mac}"]
+        if self.tap_create:
+            _, _, mac, ifname = self.tap_create
+            argv += ["-netdev", f"tap,id=n0,ifname={ifname},script=no,downscript=no,vhost=off",
+                     "-device", f"virtio-net-pci,netdev=n0,mac={mac}"]
+        return argv
+
+
+class Mode:
+    """vmm: the real test (needs KVM). qemu: the same guest under QEMU's TCG,
+    which checks the kernel, the initramfs, the guest script and the host-side
+    checks, not libvmm."""
+
+    def __init__(self, args, name):
+        self.args, self.name = args, name
+
+    @property
+    def qemu(self):
+        return self.name == "qemu"
+
+    def require_host(self):
+        if self.qemu:
+            if not shutil.which("qemu-system-x86_64"):
+                raise Fail("qemu-system-x86_64 not found (Debian: apt-get install qemu-system-x86)")
+            say("QEMU TCG: proves the kernel, the initramfs and the guest script, not libvmm")
+        else:
+            require_kvm(allow_pvm=False)
+
+    def label(self, test):
+        return f"qemu-tcg {test}" if self.qemu else f"linux-{test}"
+
+    def log(self, img, name):
+        return os.path.join(img.work, ("qemu-tcg-" if self.qemu else "") + name)
+
+    def timeout(self):
+        if self.qemu:
+            return int(os.environ.get("LIBVMM_QEMU_TIMEOUT", "600"))
+        return vm_timeout()
+
+    def argv(self, guest, img):
+        return guest.qemu_argv(img) if self.qemu else guest.vmm_argv(self.args, img)
+
+
+def check_exit(run, test, timeout):
+    """vmm-run (or QEMU) exited 0 and the guest script passed."""
+    problems = []
+    if run.timed_out:
+        problems.append(f"the VM did not exit within {timeout} s (hang)")
+    elif run.rc != 0:
+        last = run.err.strip().splitlines()
+        problems.append(f"the VMM exited {run.rc}" + (f": {last[-1]}" if last else ""))
+    text = "\n".join(run.lines)
+    if f"LINUX-TEST {test} PASS" not in text:
+        m = re.search(rf"LINUX-TEST {re.escape(test)} (\w+)", text)
+        problems.append(f"the guest reported {m.group(0)!r}" if m
+                        else f"no 'LINUX-TEST {test}' line")
+    problems += [l.strip() for l in run.lines if re.search(r"^\w+: FAIL: ", l.strip())]
+    return problems
+
+
+def guest_lines(run, prefix):
+    return [l.strip()[len(prefix) + 1:] for l in run.lines if l.strip().startswith(prefix + " ")]
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def host_tool(name, package):
+    for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]:
+        p = os.path.join(d, name)
+        if d and os.access(p, os.X_OK):
+            return p
+    raise Fail(f"{name} not found on the host (Debian: apt-get install {package})")
+
+
+# --------------------------------------------------------------------------
+# linux-blk
+
+BLK_RO_MIB, BLK_RW_MIB = 16, 32
+
+
+def blk_tree(root):
+    """Fill root with the read-only disk's files; return its manifest:
+    `find . -type f | sort | xargs sha256sum` as the guest prints it."""
+    rnd = random.Random(0x6C696276)  # a fixed seed: the same files every run
+    files = {
+        "hello.txt": b"hello from the libvmm linux-blk test\n",
+        "empty": b"",
+        "data/random.bin": rnd.randbytes(MiB + 123),
+        "data/zeros.bin": bytes(64 << 10),
+        "data/sub/numbers.txt": "".join(f"{i}\n" for i in range(20000)).encode(),
+    }
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return "".join(f"{hashlib.sha256(files[rel]).hexdigest()}  ./{rel}\n"
+                   for rel in sorted(files, key=lambda r: "./" + r))
+
+
+def make_ext4(path, mib, label, src=None):
+    mkfs = host_tool("mkfs.ext4", "e2fsprogs")
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, "wb") as f:
+        f.truncate(mib * MiB)
+    argv = [mkfs, "-q", "-F", "-b", "4096", "-L", label]
+    if src:
+        argv += ["-d", src]
+    r = subprocess.run(argv + [path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise Fail(f"mkfs.ext4 {path} failed: {r.stdout.strip()}")
+
+
+def debugfs_dump(image, src, dst):
+    """Copy file src out of the ext4 image without mounting it."""
+    debugfs = host_tool("debugfs", "e2fsprogs")
+    if os.path.exists(dst):
+        os.unlink(dst)
+    r = subprocess.run([debugfs, "-R", f"dump {src} {dst}", image], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0 or not os.path.exists(dst):
+        raise Fail(f"debugfs could not dump {src} from {image}: {r.stdout.strip()}")
+
+
+def test_blk(args, mode):
+    mode.require_host()
+    host_tool("mkfs.ext4", "e2fsprogs")
+    host_tool("debugfs", "e2fsprogs")
     img = Images(args)
-    initrd = img.build_initramfs()
+    img.build_initramfs()
+    d = os.path.join(img.work, ("qemu-tcg-" if mode.qemu else "") + "blk")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "tree"))
+    manifest = blk_tree(os.path.join(d, "tree"))
+    manifest_sum = hashlib.sha256(manifest.encode()).hexdigest()
+    ro, rw = os.path.join(d, "ro.img"), os.path.join(d, "rw.img")
+    make_ext4(ro, BLK_RO_MIB, "libvmm-ro", os.path.join(d, "tree"))
+    make_ext4(rw, BLK_RW_MIB, "libvmm-rw")
+    ro_sum = sha256_file(ro)
+    say(f"disks: {ro} ({BLK_RO_MIB} MiB, {manifest.count(chr(10))} files, "
+        f"manifest {manifest_sum}), {rw} ({BLK_RW_MIB} MiB, empty)")
+
+    g = Guest("blk")
+    g.params += ["blk_rw=vdb", f"blk_sum={manifest_sum}"]
+    g.disks = [(ro, "root"), (rw, "rw")]
+    run = run_vm(mode.argv(g, img), mode.timeout(), mode.log(img, "blk"))
+    problems = check_exit(run, "blk", mode.timeout())
+    blk = guest_lines(run, "BLK")
+    for l in blk:
+        say("  | BLK " + l)
+
+    devs = {}
+    for l in blk:
+        m = re.match(r"dev=(\w+) ro=(\d) sectors=(\d+)", l)
+        if m:
+            devs[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    for dev, path, want_ro in (("vda", ro, 1), ("vdb", rw, 0)):
+        if dev not in devs:
+            problems.append(f"the guest printed no 'BLK dev={dev}' line")
+            continue
+        got_ro, sectors = devs[dev]
+        if got_ro != want_ro:
+            problems.append(f"/sys/block/{dev}/ro is {got_ro}, expected {want_ro}")
+        if sectors * 512 != os.path.getsize(path):
+            problems.append(f"{dev} has {sectors} sectors ({sectors * 512} bytes), "
+                            f"the image has {os.path.getsize(path)} bytes")
+    want_files = {l.split("  ", 1)[1]: l.split("  ", 1)[0] for l in manifest.splitlines()}
+    got_files = {}
+    for l in blk:
+        m = re.match(r"file ([0-9a-f]{64}) (\S+)$", l)
+        if m:
+            got_files[m.group(2)] = m.group(1)
+    if not got_files:
+        problems.append("the guest listed no files of the read-only disk")
+    for path, want in want_files.items():
+        if got_files and got_files.get(path) != want:
+            problems.append(f"{path}: the guest read sha256 {got_files.get(path)}, "
+                            f"the host wrote {want}")
+    for path in set(got_files) - set(want_files):
+        problems.append(f"{path}: on the guest's read-only disk, not written by the host")
+    if f"manifest={manifest_sum}" not in blk:
+        problems.append("the guest's manifest checksum is not the host's")
+    if sha256_file(ro) != ro_sum:
+        problems.append(f"{ro} changed although the guest had it read-only")
+
+    m = next((re.match(r"rw_file=/f bytes=(\d+) sha256=([0-9a-f]{64})$", l) for l in blk
+              if l.startswith("rw_file=")), None)
+    if not m:
+        problems.append("no 'BLK rw_file=' line: the guest did not write the writable disk")
+    else:
+        out = os.path.join(d, "f.dumped")
+        try:
+            debugfs_dump(rw, "/f", out)
+            size, got = os.path.getsize(out), sha256_file(out)
+            say(f"host: debugfs dump /f from {rw}: {size} bytes, sha256 {got}")
+            if (size, got) != (int(m.group(1)), m.group(2)):
+                problems.append(f"/f in {rw} is {size} bytes {got}; "
+                                f"the guest wrote {m.group(1)} bytes {m.group(2)}")
+        except Fail as e:
+            problems.append(str(e))
+        fsck = subprocess.run([host_tool("e2fsck", "e2fsprogs"), "-fn", rw],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if fsck.returncode != 0:
+            problems.append(f"e2fsck -fn {rw} exited {fsck.returncode}: "
+                            + " / ".join(fsck.stdout.strip().splitlines()[-3:]))
+        else:
+            say(f"host: e2fsck -fn {rw}: clean")
+    if problems:
+        tail(run)
+    return report(problems, f"{mode.label('blk')}: read-only ext4 root and a writable ext4 disk")
+
+
+# --------------------------------------------------------------------------
+# linux-rng
+
+def test_rng(args, mode):
+    mode.require_host()
+    img = Images(args)
+    img.build_initramfs()
+    problems = []
+    for present in (True, False):
+        g = Guest("rng")
+        g.rng = present
+        g.params.append("rng=virtio" if present else "rng=none")
+        run = run_vm(mode.argv(g, img), mode.timeout(),
+                     mode.log(img, "rng" if present else "rng-none"))
+        p = check_exit(run, "rng", mode.timeout())
+        rng = guest_lines(run, "RNG")
+        for l in rng:
+            say("  | RNG " + l)
+        cur = next((re.match(r"current=(\S+) available=.* devices=(\d+)$", l) for l in rng
+                    if l.startswith("current=")), None)
+        if not cur:
+            p.append("no 'RNG current=' line")
+        elif present:
+            if not cur.group(1).startswith("virtio_rng") or cur.group(2) != "1":
+                p.append(f"rng_current is {cur.group(1)} with {cur.group(2)} virtio-rng devices; "
+                         "expected virtio_rng and 1")
+            stats = next((dict(re.findall(r"(\w+)=(\w+)", l)) for l in rng
+                          if l.startswith("bytes=")), {})
+            if stats.get("bytes") != "65536" or stats.get("distinct_blocks") != "16":
+                p.append(f"64 KiB from /dev/hwrng: {stats or 'no RNG bytes= line'}")
+        elif cur.group(1).startswith("virtio_rng") or cur.group(2) != "0":
+            p.append(f"without the device: rng_current {cur.group(1)}, {cur.group(2)} devices")
+        if p:
+            tail(run)
+        problems += [("with" if present else "without") + " virtio-rng: " + x for x in p]
+    return report(problems, f"{mode.label('rng')}: /dev/hwrng is virtio-rng and random; "
+                  "absent with --no-rng")
+
+
+# --------------------------------------------------------------------------
+# linux-net
+
+NET_HOST, NET_GUEST, NET_PREFIX = "10.0.2.1", "10.0.2.15", 24
+NET_TX_PORT, NET_RX_PORT = 5001, 5002
+NET_BYTES = 16 * MiB
+NET_MAC = "52:54:00:4c:56:4d"       # --mac (net-hostip)
+NET_QEMU_MAC = "52:54:00:4c:56:51"  # the NIC's MAC for qemu-tcg net (vmm-run picks its own)
+TAP_NAME = "vmmtap0"
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+CLONE_NEWNET = 0x40000000
+
+
+def setns_net(fd):
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+def ip(*a):
+    r = subprocess.run(["ip"] + list(a), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    if r.returncode != 0:
+        raise Fail(f"ip {' '.join(a)}: {r.stdout.strip()}")
+    return r.stdout
+
+
+def require_netns():
+    if os.geteuid() != 0:
+        skip("skipped: the network test needs root (a network namespace and a tap device)")
+    if not shutil.which("ip"):
+        skip("skipped: the network test needs ip (iproute2) for `ip netns`")
+    r = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    if r.returncode != 0:
+        skip(f"skipped: `ip netns` does not work on this host: {r.stdout.strip()}")
+    if not os.path.exists("/dev/net/tun"):
+        skip("skipped: /dev/net/tun is missing (no tun/tap support)")
+
+
+class NetNamespace:
+    """A fresh network namespace that this process enters: the taps, the
+    VMM, the host's sockets and pings all live in it, and nothing leaves it."""
+
+    def __enter__(self):
+        self.name = f"libvmm-test-{os.getpid()}"
+        ip("netns", "add", self.name)
+        self.home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            setns_net(fd)
+        finally:
+            os.close(fd)
+        ip("link", "set", "lo", "up")
+        say(f"network namespace {self.name}")
+        return self
+
+    def __exit__(self, *exc):
+        setns_net(self.home)
+        os.close(self.home)
+        subprocess.run(["ip", "netns", "del", self.name])
+        return False
+
+
+def open_tap(name):
+    """A tap with IFF_NO_PI and IFF_VNET_HDR, as vmm-run --tap-fd expects."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(),
+                                               IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Console:
+    """A VM whose console the driver reads line by line and writes to."""
+
+    def __init__(self, argv, timeout, log_path, pass_fds=()):
+        say("$ " + " ".join(_quote(a) for a in argv))
+        self.argv, self.timeout, self.log_path = argv, timeout, log_path
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + timeout
+        self.lines = queue.Queue()
+        self.chunks = []
+        self.err = open(log_path + ".err", "wb")
+        try:
+            self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self.err, start_new_session=True, pass_fds=pass_fds)
+        except OSError as e:
+            self.err.close()
+            raise Fail(f"cannot start {argv[0]}: {e}")
+        self.timed_out = False
+        self.killer = threading.Timer(timeout, self._kill)
+        self.killer.start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _kill(self):
+        self.timed_out = True
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _read(self):
+        partial = b""
+        with open(self.log_path + ".out", "wb") as log:
+            while True:
+                b = os.read(self.p.stdout.fileno(), 65536)
+                if not b:
+                    break
+                log.write(b)
+                log.flush()
+                self.chunks.append(b)
+                partial += b
+                *done, partial = partial.split(b"\n")
+                if len(partial) > MiB:  # a guest that never ends its line
+                    done.append(partial)
+                    partial = b""
+                for l in done:
+                    self.lines.put(l.decode("utf-8", "replace").replace("\r", ""))
+        if partial:
+            self.lines.put(partial.decode("utf-8", "replace").replace("\r", ""))
+        self.lines.put(None)
+
+    def remaining(self):
+        return max(0.0, self.deadline - time.monotonic())
+
+    def expect(self, pattern):
+        """The next console line matching pattern; Fail if the guest ends first."""
+        rx = re.compile(pattern)
+        while True:
+            try:
+                line = self.lines.get(timeout=self.remaining() + 5)
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.lines.put(None)
+                raise Fail(f"the console ended before a line matching {pattern!r}")
+            m = rx.search(line)
+            if m:
+                return m
+            # The guest's "net: FAIL:" lines may be followed by more of the
+            # dialogue; its end is the LINUX-TEST line.
+            if re.search(r"LINUX-TEST \S+ (PASS|FAIL)", line):
+                self.lines.put(None)
+                raise Fail(f"waiting for {pattern!r}, the guest said: {line.strip()}")
+
+    def send(self, line):
+        say(f"host -> guest: {line}")
+        try:
+            self.p.stdin.write(line.encode() + b"\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            raise Fail("the VM's console input is closed")
+
+    def finish(self):
+        try:
+            self.p.wait(timeout=self.remaining() + 5)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            self.p.wait()
+        self.killer.cancel()
+        self.reader.join()
+        try:
+            self.p.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.err.close()
+        seconds = time.monotonic() - self.t0
+        out = b"".join(self.chunks).decode("utf-8", "replace")
+        with open(self.log_path + ".err", "rb") as f:
+            err = f.read().decode("utf-8", "replace")
+        rc = None if self.timed_out else self.p.returncode
+        say(f"exit: {'timeout after %d s (killed)' % self.timeout if self.timed_out else rc}, "
+            f"{seconds:.1f} s, console log {self.log_path}.out ({len(out)} bytes)")
+        return Run(self.argv, rc, out, err, seconds, self.timed_out)
+
+
+class Upload(threading.Thread):
+    """Receive one connection's bytes; keep their count and sha256."""
+
+    def __init__(self, sock):
+        super().__init__(daemon=True)
+        self.sock, self.result, self.error = sock, None, None
+
+    def run(self):
+        try:
+            c, _ = self.sock.accept()
+            with c:
+                h, n = hashlib.sha256(), 0
+                while True:
+                    b = c.recv(1 << 16)
+                    if not b:
+                        break
+                    h.update(b)
+                    n += len(b)
+            self.result = (n, h.hexdigest())
+        except OSError as e:
+            self.error = str(e)
+
+
+class Download(threading.Thread):
+    """Send data to one connection, then close it."""
+
+    def __init__(self, sock, data):
+        super().__init__(daemon=True)
+        self.sock, self.data, self.error, self.sent = sock, data, None, False
+
+    def run(self):
+        try:
+            c, _ = self.sock.accept()
+            with c:
+                c.sendall(self.data)
+                c.shutdown(socket.SHUT_WR)
+            self.sent = True
+        except OSError as e:
+            self.error = str(e)
+
+
+def listener(port, timeout):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))  # inside the test's own namespace
+    s.listen(1)
+    s.settimeout(timeout)
+    return s
+
+
+def net_dialogue(con, data):
+    """The host's half of net.sh. Returns a list of problems."""
+    problems = []
+    busybox = host_tool("busybox", "busybox-static")
+    con.expect(r"NET WAIT host-ping")
+    # The host side of the tap has its address (set by the driver, or by
+    # vmm-run for --host_ip/--netmask).
+    addrs = ip("-o", "-4", "addr", "show")
+    m = re.search(rf"^\d+: (\S+)\s+inet {re.escape(NET_HOST)}/{NET_PREFIX} ", addrs, re.M)
+    if m:
+        say(f"host: {NET_HOST}/{NET_PREFIX} on {m.group(1)}")
+    else:
+        problems.append(f"no interface in the namespace has {NET_HOST}/{NET_PREFIX}: "
+                        + " | ".join(addrs.strip().splitlines()))
+    r = subprocess.run([busybox, "ping", "-c", "3", "-w", "30", NET_GUEST], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    summary = [l for l in r.stdout.splitlines() if "packets" in l]
+    say(f"host: ping {NET_GUEST}: {summary[0] if summary else r.stdout.strip()}")
+    if r.returncode != 0:
+        problems.append(f"the host cannot ping the guest: {r.stdout.strip()}")
+    con.send("HOST ping ok" if r.returncode == 0 else "HOST ping fail")
+
+    m = con.expect(r"NET tx bytes=(\d+) sha256=([0-9a-f]{64})")
+    tx = (int(m.group(1)), m.group(2))
+    con.expect(r"NET WAIT host-received")
+    con.upload.join(con.remaining())
+    got = con.upload.result
+    say(f"host: upload from the guest: {got[0] if got else '?'} bytes, sha256 "
+        f"{got[1] if got else con.upload.error}")
+    if got != tx:
+        problems.append(f"upload: the guest sent {tx[0]} bytes {tx[1]}, the host received "
+                        + (f"{got[0]} bytes {got[1]}" if got else f"nothing ({con.upload.error})"))
+    con.send(f"HOST received {got[0]} {got[1]}" if got else "HOST received nothing")
+
+    con.expect(r"NET WAIT host-send")
+    want = (len(data), hashlib.sha256(data).hexdigest())
+    con.send(f"HOST sending {want[0]} {want[1]}")
+    m = con.expect(r"NET rx bytes=(\d+) sha256=([0-9a-f]{64})")
+    rx = (int(m.group(1)), m.group(2))
+    say(f"host: download to the guest: sent {want[0]} bytes {want[1]}; "
+        f"the guest got {rx[0]} bytes {rx[1]}")
+    if rx != want:
+        problems.append(f"download: the host sent {want[0]} bytes {want[1]}, "
+                        f"the guest received {rx[0]} bytes {rx[1]}")
+    return problems
+
+
+def test_net(args, mode, create_tap):
+    """create_tap False: the driver opens the tap and hands its fd over
+    (--tap-fd). True: the VMM creates it (--host_ip/--netmask/--mac)."""
+    mode.require_host()
+    require_netns()
+    host_tool("busybox", "busybox-static")  # the host's ping
+    name = "net-hostip" if create_tap else "net"
+    img = Images(args)
+    img.build_initramfs()  # before entering the namespace: it may download
+    data = os.urandom(NET_BYTES)
+    problems = []
+    run = None
+    with NetNamespace():
+        g = Guest("net")
+        g.params += [f"net_ip={NET_GUEST}/{NET_PREFIX}", f"net_host={NET_HOST}",
+                     f"net_tx_port={NET_TX_PORT}", f"net_rx_port={NET_RX_PORT}",
+                     f"net_bytes={NET_BYTES}"]
+        tap_fd = None
+        pass_fds = ()
+        if create_tap:
+            g.tap_create = (NET_HOST, NET_PREFIX, NET_MAC, TAP_NAME)
+            g.params.append(f"net_mac={NET_MAC}")
+            if mode.qemu:
+                # QEMU attaches to an existing tap by name; vmm-run makes its own.
+                ip("tuntap", "add", "dev", TAP_NAME, "mode", "tap", "vnet_hdr")
+                ip("addr", "add", f"{NET_HOST}/{NET_PREFIX}", "dev", TAP_NAME)
+                ip("link", "set", TAP_NAME, "up")
+        else:
+            tap_fd = open_tap(TAP_NAME)
+            ip("addr", "add", f"{NET_HOST}/{NET_PREFIX}", "dev", TAP_NAME)
+            ip("link", "set", TAP_NAME, "up")
+            g.tap_fd = tap_fd
+            pass_fds = (tap_fd,)
+            if mode.qemu:
+                g.mac = NET_QEMU_MAC
+                g.params.append(f"net_mac={NET_QEMU_MAC}")
+        timeout = mode.timeout()
+        up, down = listener(NET_TX_PORT, timeout), listener(NET_RX_PORT, timeout)
+        try:
+            con = Console(mode.argv(g, img), timeout, mode.log(img, name), pass_fds)
+            if tap_fd is not None:
+                os.close(tap_fd)  # the VMM has its own copy
+                tap_fd = None
+            con.upload = Upload(up)
+            con.upload.start()
+            Download(down, data).start()
+            try:
+                problems += net_dialogue(con, data)
+            except Fail as e:
+                problems.append(str(e))
+                try:
+                    con.send("HOST abort")  # the guest stops waiting for us
+                except Fail:
+                    pass
+            run = con.finish()
+        finally:
+            up.close()
+            down.close()
+            if tap_fd is not None:
+                os.close(tap_fd)
+    if run is None:
+        return report(problems or ["the VM did not start"], mode.label(name))
+    for l in guest_lines(run, "NET"):
+        if not l.startswith("WAIT"):
+            say("  | NET " + l)
+    problems += check_exit(run, "net", timeout)
+    if create_tap:
+        m = next((re.search(r"mac=(\S+)", l) for l in guest_lines(run, "NET")
+                  if l.startswith("iface=")), None)
+        if not m or m.group(1) != NET_MAC:
+            problems.append(f"the guest's eth0 has MAC {m.group(1) if m else '?'}, "
+                            f"expected {NET_MAC} (--mac)")
+    if problems:
+        tail(run)
+    how = ("tap created by the VMM (--host_ip/--netmask/--mac)" if create_tap
+           else "tap handed over by fd (--tap-fd)")
+    return report(problems, f"{mode.label(name)}: {how}; pings both ways, "
+                  f"{NET_BYTES // MiB} MiB each way by TCP")
+
+
+# --------------------------------------------------------------------------
+# QEMU TCG (validation aid)
+
+QEMU_TESTS = ("boot", "shell", "blk", "rng", "net", "net-hostip")
+
+
+def cmd_qemu_tcg(args):
+    """Validation aid (not a registered test): the same guests under QEMU's TCG."""
     test = args.guest_test
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-m", str(args.mem),
-            "-smp", str(args.cpus), "-kernel", img.kernel, "-initrd", initrd,
-            "-append", " ".join(["console=ttyS0 reboot=k panic=-1", f"test={test}"] + args.param),
-            "-nographic", "-no-reboot"]
+    mode = Mode(args, "qemu")
+    if test == "blk":
+        return test_blk(args, mode)
+    if test == "rng":
+        return test_rng(args, mode)
+    if test in ("net", "net-hostip"):
+        return test_net(args, mode, create_tap=test == "net-hostip")
+    if test not in ("boot", "shell"):
+        raise Fail(f"qemu-tcg: unknown guest test {test!r} (one of {', '.join(QEMU_TESTS)})")
+    img = Images(args)
+    img.build_initramfs()
+    g = Guest(test, args.cpus, args.mem)
+    g.params = [f"test={test}"] + args.param
+    argv = g.qemu_argv(img)
     if test == "shell":
         os.execvp(argv[0], argv)
-    run = run_vm(argv, 600, os.path.join(img.work, f"qemu-tcg-{test}"))
+    run = run_vm(argv, mode.timeout(), mode.log(img, test))
     for l in run.lines:
         if l.startswith(("BOOT ", "LINUX-TEST", "init:")):
             say("  | " + l)
@@ -458,6 +1167,10 @@ def cmd_qemu_tcg(args):
 TESTS = {
     "early-boot": test_early_boot,
     "boot": test_boot,
+    "blk": lambda args: test_blk(args, Mode(args, "vmm")),
+    "rng": lambda args: test_rng(args, Mode(args, "vmm")),
+    "net": lambda args: test_net(args, Mode(args, "vmm"), create_tap=False),
+    "net-hostip": lambda args: test_net(args, Mode(args, "vmm"), create_tap=True),
     "prepare": cmd_prepare,
     "shell": cmd_shell,
     "qemu-tcg": cmd_qemu_tcg,
@@ -475,8 +1188,14 @@ def main():
     ap.add_argument("-m", "--mem", type=int, default=512, help="shell/qemu-tcg only")
     ap.add_argument("-p", "--param", action="append", default=[], help="shell/qemu-tcg only")
     ap.add_argument("command", choices=sorted(TESTS))
-    ap.add_argument("guest_test", nargs="?", default="boot", help="qemu-tcg only: boot or shell")
+    ap.add_argument("guest_test", nargs="?", default="boot",
+                    help="qemu-tcg only: " + ", ".join(QEMU_TESTS))
     args = ap.parse_args()
+    # vmm-run reads its seccomp policies from the installed location unless
+    # told otherwise: use the source tree's, which match the binary tested.
+    policies = os.path.join(os.path.abspath(args.source_root), "policies")
+    if os.path.isdir(policies):
+        os.environ.setdefault("LIBVMM_SECCOMP_POLICY_DIR", policies)
     try:
         return TESTS[args.command](args)
     except Fail as e:

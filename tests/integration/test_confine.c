@@ -15,7 +15,12 @@
  * one from any thread under the process filter must kill the process with
  * SIGSYS.
  *
- * Usage: test_confine CASE KERNEL (CASE: exits, vcpu-violation, process-kill).
+ * Also, with the sandbox on: a device process killed, or killed for a
+ * forbidden call, stops the VM (vm_wait_exit()) with a message naming the
+ * device and the cause, and leaves no process behind.
+ *
+ * Usage: test_confine CASE KERNEL (CASE: exits, vcpu-violation,
+ * device-killed, device-violation, process-kill).
  * The policies come from LIBVMM_SECCOMP_POLICY_DIR (the source tree's).
  */
 #include <errno.h>
@@ -173,20 +178,28 @@ enum {
 };
 
 /* What a guest driver does with the rng: find it, map BAR 0, go to DRIVER_OK, notify. */
+/* The first virtio-rng (modern) function on bus 0: its BAR 0, decoding; its slot in *@slot. */
+static uint64_t find_rng(struct fake *f, unsigned int *slot)
+{
+	uint64_t bar;
+
+	*slot = 0;
+	for (unsigned int s = 1; s < 32 && !*slot; s++)
+		if (cfg_read(f, s, 0, 4) == (0x1af4u | (0x1044u << 16)))
+			*slot = s;
+	CHECK(*slot, "no virtio-rng function on bus 0");
+	bar = cfg_read(f, *slot, 0x10, 4) & ~0xfull;
+	CHECK(bar, "BAR 0 is not assigned");
+	cfg_write(f, *slot, 0x04, 2, 0x0006); /* memory space, bus master */
+	return bar;
+}
+
 static void drive_virtio(struct fake *f)
 {
-	unsigned int slot = 0;
-	uint64_t bar, common, features;
+	unsigned int slot;
+	uint64_t bar = find_rng(f, &slot), common = bar + VIRTIO_PCI_COMMON_OFF, features;
 	uint32_t v;
 
-	for (unsigned int s = 1; s < 32 && !slot; s++)
-		if (cfg_read(f, s, 0, 4) == (0x1af4u | (0x1044u << 16))) /* virtio-rng, modern */
-			slot = s;
-	CHECK(slot, "no virtio-rng function on bus 0");
-	bar = cfg_read(f, slot, 0x10, 4) & ~0xfull;
-	CHECK(bar, "BAR 0 is not assigned");
-	cfg_write(f, slot, 0x04, 2, 0x0006); /* memory space, bus master */
-	common = bar + VIRTIO_PCI_COMMON_OFF;
 	mwr(f, common + STATUS, 1, 0);
 	mwr(f, common + STATUS, 1, 1);
 	mwr(f, common + STATUS, 1, 3);
@@ -269,7 +282,7 @@ static void *fake_vcpu(void *arg)
 	return NULL;
 }
 
-static struct vm *make_vm(int console_out, int sandbox)
+static struct vm *make_bare_vm(int console_out, int sandbox, const char *policy_dir)
 {
 	struct vm_config cfg;
 	struct vm *vm;
@@ -279,9 +292,16 @@ static struct vm *make_vm(int console_out, int sandbox)
 	cfg.mem_mib = 64;
 	cfg.console_out_fd = console_out;
 	cfg.sandbox = sandbox;
-	cfg.seccomp_policy_dir = getenv("LIBVMM_SECCOMP_POLICY_DIR");
+	cfg.seccomp_policy_dir = policy_dir;
 	cfg.log_level = VM_LOG_WARN;
 	CHECK(vm_create(&cfg, &vm) == 0, "vm_create: %s", vm_last_error(NULL));
+	return vm;
+}
+
+static struct vm *make_vm(int console_out, int sandbox)
+{
+	struct vm *vm = make_bare_vm(console_out, sandbox, getenv("LIBVMM_SECCOMP_POLICY_DIR"));
+
 	CHECK(vm_add_rng(vm) == 0, "vm_add_rng: %s", vm_last_error(vm));
 	CHECK(vm_add_balloon(vm) == 0, "vm_add_balloon: %s", vm_last_error(vm));
 	return vm;
@@ -462,10 +482,143 @@ static void case_process_kill(void)
 	printf("ok: killed by SIGSYS\n");
 }
 
+/* ---- A device process that dies stops the VM, naming the device and the cause ---- */
+
+static void evil_nop(void *dev)
+{
+	(void)dev;
+}
+
+static uint64_t evil_features(void *dev)
+{
+	(void)dev;
+	return 0;
+}
+
+static void evil_config_read(void *dev, uint32_t off, uint8_t *data, uint32_t len)
+{
+	(void)dev;
+	(void)off;
+	memset(data, 0, len);
+}
+
+/* A device bug a guest found: the device opens a file. */
+static void evil_config_write(void *dev, uint32_t off, const uint8_t *data, uint32_t len)
+{
+	(void)dev;
+	(void)off;
+	(void)data;
+	(void)len;
+	open("/etc/hostname", O_RDONLY);
+}
+
+static int evil_activate(void *dev, const struct virtio_activation *act)
+{
+	(void)dev;
+	(void)act;
+	return 0;
+}
+
+static void evil_destroy(void *dev)
+{
+	free(dev);
+}
+
+static const struct virtio_device_ops evil_ops = {
+	.name = "test-evil",
+	.device_id = 4, /* shows as virtio-rng */
+	.nqueues = 1,
+	.queue_max = 16,
+	.config_size = 8,
+	.features = evil_features,
+	.config_read = evil_config_read,
+	.config_write = evil_config_write,
+	.activate = evil_activate,
+	.reset = evil_nop,
+	.destroy = evil_destroy,
+};
+
+/* A policy directory with the shipped common.policy and test_evil.policy on it. */
+static void evil_policy_dir(char *dir, size_t len)
+{
+	const char *src = getenv("LIBVMM_SECCOMP_POLICY_DIR");
+	char path[512], cmd[1200];
+	FILE *f;
+
+	snprintf(dir, len, "/tmp/libvmm-confine-policies-XXXXXX");
+	CHECK(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+	snprintf(cmd, sizeof(cmd), "cp '%s/common.policy' '%s/vcpu.policy' '%s/'", src, src, dir);
+	CHECK(system(cmd) == 0, "%s failed", cmd);
+	snprintf(path, sizeof(path), "%s/test_evil.policy", dir);
+	f = fopen(path, "w");
+	CHECK(f, "%s: %s", path, strerror(errno));
+	fputs("@include common.policy\n", f);
+	fclose(f);
+}
+
+/* SIGKILL to a device process, or a forbidden call in it: vm_wait_exit() stops, naming both. */
+static void case_device_death(bool violate)
+{
+	struct vm *vm;
+	struct fake f;
+	char dir[64], cmd[128];
+	int reason;
+
+	if (violate) {
+		struct virtio_device dev = {&evil_ops, calloc(1, 8)};
+		unsigned int slot;
+		uint64_t bar;
+
+		evil_policy_dir(dir, sizeof(dir));
+		vm = make_bare_vm(-1, VM_SANDBOX_DEVICES, dir);
+		CHECK(vm_add_virtio(vm, dev, NULL) == 0, "vm_add_virtio: %s", vm->err.msg);
+		/* The guest writes the device's config: the device process opens a file. */
+		memset(&f, 0, sizeof(f));
+		f.r = aligned_alloc(4096, sizeof(*f.r));
+		CHECK(f.r, "out of memory");
+		f.vm = vm;
+		f.v.vm = vm;
+		f.v.fd = -1;
+		f.v.listener = -1;
+		f.v.run = &f.r->run;
+		bar = find_rng(&f, &slot);
+		mwr(&f, bar + VIRTIO_PCI_DEVICE_OFF, 4, 0x12345678);
+		free(f.r);
+	} else {
+		vm = make_vm(-1, VM_SANDBOX_DEVICES);
+		CHECK(kill(virtio_proxy_pid(vm->proxies[0]), SIGKILL) == 0, "kill: %s",
+		      strerror(errno));
+	}
+	vm_wait_exit(vm);
+	reason = atomic_load(&vm->exit_reason);
+	CHECK(reason == VM_EXIT_HOST_ERROR, "exit reason %d (%s)", reason, vm->exit_msg);
+	if (violate)
+		CHECK(strstr(vm->exit_msg, "device test-evil (pid ") &&
+			      strstr(vm->exit_msg, "died: killed by signal SIGSYS (seccomp "
+						   "violation: syscall openat)"),
+		      "message: %s", vm->exit_msg);
+	else
+		CHECK(strstr(vm->exit_msg, "device virtio-rng (pid ") &&
+			      strstr(vm->exit_msg, "died: killed by signal SIGKILL"),
+		      "message: %s", vm->exit_msg);
+	printf("ok: %s\n", vm->exit_msg);
+	vm_destroy(vm);
+	if (violate) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		CHECK(system(cmd) == 0, "%s failed", cmd);
+	}
+	/* Nothing is left: no child of ours, running or zombie. */
+	CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD, "a child process is left");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s exits|vcpu-violation|process-kill KERNEL\n", argv[0]);
+		fprintf(stderr,
+			"usage: %s "
+			"exits|vcpu-violation|device-killed|device-violation|process-kill "
+			"KERNEL\n",
+			argv[0]);
 		return 2;
 	}
 	kernel = argv[2];
@@ -474,6 +627,10 @@ int main(int argc, char **argv)
 		case_exits(false);
 	} else if (!strcmp(argv[1], "vcpu-violation")) {
 		case_exits(true);
+	} else if (!strcmp(argv[1], "device-killed")) {
+		case_device_death(false);
+	} else if (!strcmp(argv[1], "device-violation")) {
+		case_device_death(true);
 	} else if (!strcmp(argv[1], "process-kill")) {
 		if (sanitized()) {
 			printf("skipped: a sanitized build does not load vmm.policy on the process "

@@ -2,6 +2,7 @@
 """Run the libvmm test guest under QEMU (TCG) and check what it prints.
 
 usage: run_qemu.py --case NAME --bzimage guest.bzImage --elf guest.elf [--shim shim64.elf]
+                   [--netblast bench/netblast]
 
 Exit status: 0 pass, 1 fail, 77 skip (no qemu-system-x86_64).
 """
@@ -427,7 +428,7 @@ def virtio_case(case, args, tmp):
 
 NETPEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netpeer.py")
 NETNS_ENV = "GUEST_TEST_PRIVATE_NETNS"
-NET_CASES = ("net-basic", "net-bulk", "net-mrg", "net-two", "net-loss", "forever")
+NET_CASES = ("net-basic", "net-bulk", "net-mrg", "net-two", "net-loss", "net-rate", "forever")
 
 
 def enter_netns():
@@ -612,8 +613,13 @@ class Vm:
 class Peer:
     """netpeer.py running in the background."""
 
+    TAG = "NETPEER "
+    HAS_RESULT = True  # its last line says result=ok|fail
+
     def __init__(self, *args, timeout=TIMEOUT):
-        cmd = [sys.executable, NETPEER, "--timeout", str(timeout), *map(str, args)]
+        self._spawn([sys.executable, NETPEER, "--timeout", str(timeout), *map(str, args)], timeout)
+
+    def _spawn(self, cmd, timeout):
         print("+", " ".join(cmd), flush=True)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                                      preexec_fn=die_with_parent)
@@ -635,7 +641,7 @@ class Peer:
                     break
                 self.head += data
                 print(data, end="", flush=True)
-                if any(l.startswith("NETPEER ") and " listening " in l
+                if any(l.startswith(self.TAG) and " listening " in l
                        for l in self.head.splitlines()):
                     return self
         finally:
@@ -653,17 +659,34 @@ class Peer:
         print(out, end="", flush=True)
         out = self.head + out
         self.head = ""
-        lines = [l for l in out.splitlines() if l.startswith("NETPEER ")]
-        check(lines, "netpeer printed no result")
+        lines = [l for l in out.splitlines() if l.startswith(self.TAG)]
+        check(lines, f"{self.TAG.strip()} printed no result")
         kv = dict(f.split("=", 1) for f in lines[-1].split()[2:])
-        check(kv.get("result") == "ok" and self.proc.returncode == 0,
-              f"netpeer: {lines[-1]}")
+        check(kv.get("result", None if self.HAS_RESULT else "ok") == "ok" and
+              self.proc.returncode == 0,
+              f"{self.TAG.strip()} (exit status {self.proc.returncode}): {lines[-1]}")
         return kv
+
+    def interrupt(self):
+        """SIGINT: netblast stops and prints what it has."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
 
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+class Blast(Peer):
+    """bench/netblast running in the background: the rate modes' host end (no result= field)."""
+
+    TAG = "netblast "
+    HAS_RESULT = False
+
+    def __init__(self, netblast, *args, timeout=TIMEOUT):
+        self._spawn([netblast, *map(str, args)], timeout)
 
 
 def guest_stats(lines, i):
@@ -841,6 +864,43 @@ def net_case(case, args, tmp):
         check(m.group(2) == r["crc32"], f"crc32 {m.group(2)}, sender {r['crc32']}")
         check(int(m.group(4)) >= 20 and m.group(5) == "0", f"ooo / dup: {m.group(0)}")
 
+    def rate(vms, peers):
+        # the rate modes against bench/netblast: guest.net.blast_tx to a host sink, then the
+        # host sends to guest.net.sink; counts and line formats only, no rates
+        netblast = args.netblast
+        check(netblast and os.access(netblast, os.X_OK),
+              f"bench/netblast not built ({netblast}): ninja -C BUILD")
+        make_taps(1)
+        secs, tx_bytes, rx_bytes = 2, 1472, 512
+        sink = Blast(netblast, "sink", "gt0", 7201, 20, "--idle", 2).ready()
+        peers.append(sink)
+        vm = Vm(f"guest.net.ip=0:{g0} guest.net.blast_tx=0:{h0}:7201:{secs}:{tx_bytes} "
+                f"guest.net.sink=0:7200:{secs}", nic(0), kernel=kernel)
+        vms.append(vm)
+        line = r" frames=(\d+) bytes=(\d+) tsc=(\d+) tsc_khz=(\d+)"
+        tx = vm.wait(r"GUEST net blast_tx nic=0" + line)
+        # the guest is in guest.net.sink now (or about to be): send until it has counted
+        send = Blast(netblast, "send", g0, 7200, 50, rx_bytes)
+        peers.append(send)
+        rx = vm.wait(r"GUEST net sink nic=0" + line)
+        send.interrupt()
+        sent = send.result()
+        got = sink.result()
+        st, lines = vm.finish()
+        check_ending(lines, st, "poweroff")
+        tx_frames, rx_frames = int(tx.group(1)), int(rx.group(1))
+        print(f"guest sent {tx_frames} frames, the host got {got['frames']}; "
+              f"the host sent {sent['frames']}, the guest counted {rx_frames}")
+        check(tx_frames > 0 and int(tx.group(2)) == tx_frames * tx_bytes and int(tx.group(3)) > 0,
+              f"blast_tx: {tx.group(0)}")
+        check(0 < int(got["frames"]) <= tx_frames and
+              int(got["bytes"]) == int(got["frames"]) * tx_bytes,
+              f"host sink: {got}, guest sent {tx_frames}")
+        check(rx_frames > 0 and int(rx.group(2)) == rx_frames * rx_bytes and
+              rx_frames <= int(sent["frames"]), f"sink: {rx.group(0)}, host sent {sent}")
+        check(rx_frames == 1 or int(rx.group(3)) > 0, f"sink tsc: {rx.group(0)}")
+        check(guest_stats(lines, 0)["bad_csum"] == 0, "bad checksums")
+
     def forever(vms, peers):
         # counter mode: ticks, pings answered, ticks pause while QEMU is stopped
         make_taps(1)
@@ -878,7 +938,7 @@ def net_case(case, args, tmp):
         check(not find(lines, "GUEST FAIL"), "guest failures")
 
     fn = {"net-basic": basic, "net-bulk": bulk, "net-mrg": mrg, "net-two": two,
-          "net-loss": loss, "forever": forever}[case]
+          "net-loss": loss, "net-rate": rate, "forever": forever}[case]
     with_vm_and_peers(fn)
 
 
@@ -958,6 +1018,7 @@ def main():
     ap.add_argument("--bzimage", required=True)
     ap.add_argument("--elf", required=True)
     ap.add_argument("--shim")
+    ap.add_argument("--netblast", help="bench/netblast (the net-rate case)")
     args = ap.parse_args()
 
     if args.case == "images":

@@ -1,7 +1,8 @@
 /*
  * Ring 3: virtio-net (receiveq 0, transmitq 1) with a minimal IPv4 stack:
- * ARP (answer, resolve), ICMP echo (answer, ping), UDP (send, echo) and a
- * bulk transfer over UDP (see README.md, "virtio-net"). Built as
+ * ARP (answer, resolve), ICMP echo (answer, ping), UDP (send, echo), a
+ * bulk transfer over UDP and two rate modes, UDP as fast as the rings go
+ * (see README.md, "virtio-net"). Built as
  * guest-user-net.o, linked into the user pages; polling (or MSI-X waits
  * through ring 0), nothing called outside ring 3.
  *
@@ -29,7 +30,8 @@ typedef u64 u64u __attribute__((may_alias, aligned(1)));
 #define FRAME_MIN     60
 #define IP_PROTO_ICMP 1
 #define IP_PROTO_UDP  17
-#define UDP_MAX	      (FRAME_MAX - ETH_HLEN - IP_HLEN - UDP_HLEN) /* 1472 */
+
+_Static_assert(NET_UDP_MAX == FRAME_MAX - ETH_HLEN - IP_HLEN - UDP_HLEN, "UDP payload bound");
 
 #define PING_ID	  0x4756 /* "GV" */
 #define PING_DATA 56
@@ -332,6 +334,27 @@ static u8 *tx_alloc(struct vdev *d, u16 *s)
 	return txbuf(d, *s) + HDR;
 }
 
+/*
+ * Wait until the device has used every transmit buffer (sent the frames):
+ * what a job sent last must not be lost when the guest powers off next.
+ */
+static void tx_drain(struct vdev *d)
+{
+	struct nicst *n = st(d);
+	u64 start = now();
+
+	vq_kick(&d->vq1);
+	while (!d->broken && n->ntxfree < d->vq1.size) {
+		if (tx_reclaim(d) < 0 || n->ntxfree == d->vq1.size)
+			break;
+		if (passed(start + vjob.tsc_timeout)) {
+			dev_error(d, VE_TIMEOUT);
+			break;
+		}
+		net_wait(start + vjob.tsc_timeout, d);
+	}
+}
+
 /* Queue the frame in buffer s (len bytes); csum_start != 0: the device completes a checksum. */
 static void tx_send(struct vdev *d, u16 s, u32 len, u16 csum_start, u16 csum_off, bool kick)
 {
@@ -392,8 +415,12 @@ static u8 *udp_begin(struct vdev *d, u16 *s)
 	return f ? f + ETH_HLEN + IP_HLEN + UDP_HLEN : NULL;
 }
 
+/* udp_finish() flags */
+#define TX_KICK	   1 /* notify the device (if it wants to know) */
+#define TX_NO_CSUM 2 /* UDP checksum 0 (none), with or without CSUM */
+
 static void udp_finish(struct vdev *d, u16 s, const u8 *dmac, u32 dip, u16 sport, u16 dport, u32 n,
-		       bool kick)
+		       u32 how)
 {
 	u8 *f = txbuf(d, s) + HDR, *ip = eth_build(d, f, dmac, ETH_P_IP), *u;
 	u16 ulen = (u16)(UDP_HLEN + n), c;
@@ -402,16 +429,20 @@ static void udp_finish(struct vdev *d, u16 s, const u8 *dmac, u32 dip, u16 sport
 	put_be16(u, sport);
 	put_be16(u + 2, dport);
 	put_be16(u + 4, ulen);
+	*(u16u *)(u + 6) = 0;
+	if (how & TX_NO_CSUM) {
+		tx_send(d, s, ETH_HLEN + IP_HLEN + ulen, 0, 0, how & TX_KICK);
+		return;
+	}
 	if (d->csum & 1) { /* VIRTIO_NET_F_CSUM */
 		/* the device sums from csum_start on, the field holds the pseudo header's sum */
 		*(u16u *)(u + 6) = csum_fold(pseudo_sum(d->ip, dip, IP_PROTO_UDP, ulen));
-		tx_send(d, s, ETH_HLEN + IP_HLEN + ulen, ETH_HLEN + IP_HLEN, 6, kick);
+		tx_send(d, s, ETH_HLEN + IP_HLEN + ulen, ETH_HLEN + IP_HLEN, 6, how & TX_KICK);
 		return;
 	}
-	*(u16u *)(u + 6) = 0;
 	c = csum_final(csum_partial(u, ulen, pseudo_sum(d->ip, dip, IP_PROTO_UDP, ulen)));
 	*(u16u *)(u + 6) = c ? c : 0xffff;
-	tx_send(d, s, ETH_HLEN + IP_HLEN + ulen, 0, 0, kick);
+	tx_send(d, s, ETH_HLEN + IP_HLEN + ulen, 0, 0, how & TX_KICK);
 }
 
 static int udp_send(struct vdev *d, const u8 *dmac, u32 dip, u16 sport, u16 dport, const u8 *data,
@@ -423,7 +454,7 @@ static int udp_send(struct vdev *d, const u8 *dmac, u32 dip, u16 sport, u16 dpor
 	if (!p)
 		return -1;
 	copy(p, data, n);
-	udp_finish(d, s, dmac, dip, sport, dport, n, true);
+	udp_finish(d, s, dmac, dip, sport, dport, n, TX_KICK);
 	return 0;
 }
 
@@ -882,7 +913,7 @@ static void job_udp(struct vdev *d)
 		if (!p)
 			return;
 		pat_fill((u64 *)p, k, 1);
-		udp_finish(d, s, mac, peer, port, port, UDP_BYTES, true);
+		udp_finish(d, s, mac, peer, port, port, UDP_BYTES, TX_KICK);
 		vjob.r[0]++;
 		if (poll_all() < 0)
 			return;
@@ -1213,7 +1244,7 @@ static void job_bulk_tx(struct vdev *d)
 		pat_fill((u64 *)(p + 8), 2 * (u64)bk_seq, 2);
 		crc = crc_update(crc, p + 8, BULK_CHUNK);
 		udp_finish(d, s, mac, cur.peer, cur.port, cur.port, 8 + BULK_CHUNK,
-			   bk_seq % 32 == 31);
+			   bk_seq % 32 == 31 ? TX_KICK : 0);
 		if (bk_seq % 32 == 31 && poll_all() < 0)
 			return;
 	}
@@ -1234,28 +1265,104 @@ static void job_bulk_tx(struct vdev *d)
 	vjob.r[5] = bk.ack_lost;
 }
 
-/* ---- jobs ---- */
+/* ---- rate modes: guest.net.blast_tx, guest.net.sink ---- */
 
 /*
- * Wait until the device has used every transmit buffer (sent the frames):
- * what a job sent last must not be lost when the guest powers off next.
+ * arg: peer, port, seconds, payload bytes; r[0] frames, r[1] payload bytes, r[2] tsc (first
+ * frame queued to the last one used); vjob.at: ARP answered. Every free transmit buffer gets a
+ * datagram, then one kick; used buffers are taken back by polling.
  */
-static void tx_drain(struct vdev *d)
+static void job_blast_tx(struct vdev *d)
 {
 	struct nicst *n = st(d);
-	u64 start = now();
+	u32 peer = (u32)vjob.arg[0], bytes = (u32)vjob.arg[3];
+	u16 port = (u16)vjob.arg[1], s;
+	u64 t0, end, frames = 0;
+	u8 mac[6];
 
-	vq_kick(&d->vq1);
-	while (!d->broken && n->ntxfree < d->vq1.size) {
-		if (tx_reclaim(d) < 0 || n->ntxfree == d->vq1.size)
-			break;
-		if (passed(start + vjob.tsc_timeout)) {
-			dev_error(d, VE_TIMEOUT);
-			break;
+	vjob.at = 0;
+	if (arp_resolve(d, peer, mac) <= 0)
+		return;
+	vjob.at = 1;
+	tx_drain(d); /* every buffer back: the payloads are set once, here */
+	if (d->broken)
+		return;
+	for (s = 0; s < d->vq1.size; s++)
+		zero(txbuf(d, s) + HDR + ETH_HLEN + IP_HLEN + UDP_HLEN, bytes);
+	t0 = now();
+	end = t0 + vjob.arg[2] * 1000 * vjob.tsc_ms;
+	while (!passed(end)) {
+		if (poll_all() < 0) /* sent buffers back, ARP answered */
+			return;
+		if (!n->ntxfree) {
+			net_wait(end, d);
+			continue;
 		}
-		net_wait(start + vjob.tsc_timeout, d);
+		while (n->ntxfree) {
+			if (!udp_begin(d, &s))
+				return;
+			udp_finish(d, s, mac, peer, port, port, bytes, TX_NO_CSUM);
+			frames++;
+		}
+		vq_kick(&d->vq1);
 	}
+	tx_drain(d);
+	vjob.r[0] = frames;
+	vjob.r[1] = frames * bytes;
+	vjob.r[2] = now() - t0;
 }
+
+static struct {
+	u64 frames, bytes, t0, last, window;
+} sk;
+
+static void sink_udp(struct vdev *d, const u8 *smac, u32 sip, u16 sport, u16 dport, const u8 *data,
+		     u32 n)
+{
+	u64 t;
+
+	if (dport != cur.port) {
+		stats(d)->rx_dropped++;
+		return;
+	}
+	t = now();
+	if (!sk.frames)
+		sk.t0 = t;
+	else if (t - sk.t0 >= sk.window)
+		return; /* after the window (the rest of a batch): not counted */
+	sk.frames++;
+	sk.bytes += n;
+	sk.last = t;
+}
+
+static bool sink_started(void)
+{
+	return sk.frames != 0;
+}
+
+static bool sink_over(void)
+{
+	return passed(sk.t0 + sk.window);
+}
+
+/* arg: port, seconds; r[0] frames, r[1] payload bytes, r[2] tsc (first frame to the last counted)
+ */
+static void job_sink(struct vdev *d)
+{
+	sk.frames = sk.bytes = 0;
+	sk.window = vjob.arg[1] * 1000 * vjob.tsc_ms;
+	cur.port = (u16)vjob.arg[0];
+	cur.udp = sink_udp;
+	if (poll_until(now() + vjob.tsc_timeout, sink_started) < 0)
+		return;
+	if (sk.frames && poll_until(sk.t0 + sk.window, sink_over) < 0)
+		return;
+	vjob.r[0] = sk.frames;
+	vjob.r[1] = sk.bytes;
+	vjob.r[2] = sk.frames ? sk.last - sk.t0 : 0;
+}
+
+/* ---- jobs ---- */
 
 void net_job(void)
 {
@@ -1285,6 +1392,12 @@ void net_job(void)
 		break;
 	case VJ_NET_BULK_RX:
 		job_bulk_rx(d);
+		break;
+	case VJ_NET_BLAST_TX:
+		job_blast_tx(d);
+		break;
+	case VJ_NET_SINK:
+		job_sink(d);
 		break;
 	default:
 		break;

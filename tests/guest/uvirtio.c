@@ -660,6 +660,8 @@ void uvirtio_main(void)
 	case VJ_NET_RECV:
 	case VJ_NET_BULK_TX:
 	case VJ_NET_BULK_RX:
+	case VJ_NET_BLAST_TX:
+	case VJ_NET_SINK:
 		net_job();
 		break;
 	case VJ_TOUCH:

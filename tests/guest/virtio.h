@@ -151,7 +151,9 @@
  */
 #define NET_BUF_STRIDE 2048
 #define NET_TX_OFF     0x80000
-#define NET_RXBUF_MIN  64 /* guest.net.rxbuf= lower bound (with MRG_RXBUF) */
+#define NET_RXBUF_MIN  64   /* guest.net.rxbuf= lower bound (with MRG_RXBUF) */
+#define NET_UDP_MAX    1472 /* UDP payload in a 1514-byte frame */
+#define NET_RATE_MAX_S 3600 /* guest.net.blast_tx / sink: seconds, at most */
 
 /* Interrupt vectors: queue 0 (and 1) of device i, its configuration changes. */
 #define VEC_QUEUE_BASE	0x40 /* + device index */
@@ -227,15 +229,17 @@ enum vjob_op {
 	VJ_BLK_ID,
 	VJ_RNG,
 	VJ_BENCH,
-	VJ_NET_START,	/* post the receive buffers */
-	VJ_NET_PING,	/* arg: peer ip, count */
-	VJ_NET_UDP,	/* arg: peer ip, port, count */
-	VJ_NET_RECV,	/* arg: port, count */
-	VJ_NET_BULK_TX, /* arg: peer ip, port, MiB, seed */
-	VJ_NET_BULK_RX, /* arg: port, MiB */
-	VJ_TOUCH,	/* write one byte per page of the balloon pool */
-	VJ_BALLOON,	/* follow num_pages once */
-	VJ_SERVICE,	/* arg: TSC deadline; answer ARP / ICMP, follow the balloon */
+	VJ_NET_START,	 /* post the receive buffers */
+	VJ_NET_PING,	 /* arg: peer ip, count */
+	VJ_NET_UDP,	 /* arg: peer ip, port, count */
+	VJ_NET_RECV,	 /* arg: port, count */
+	VJ_NET_BULK_TX,	 /* arg: peer ip, port, MiB, seed */
+	VJ_NET_BULK_RX,	 /* arg: port, MiB */
+	VJ_NET_BLAST_TX, /* arg: peer ip, port, seconds, payload bytes */
+	VJ_NET_SINK,	 /* arg: port, seconds */
+	VJ_TOUCH,	 /* write one byte per page of the balloon pool */
+	VJ_BALLOON,	 /* follow num_pages once */
+	VJ_SERVICE,	 /* arg: TSC deadline; answer ARP / ICMP, follow the balloon */
 };
 
 /* Ring-3 driver errors (vjob.err). */

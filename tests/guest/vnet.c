@@ -321,6 +321,52 @@ static void op_bulk_rx(const char *v)
 		fail("net bulk_rx nic=%lu: nothing from a sender on port %lu", f[0], f[1]);
 }
 
+static void op_blast_tx(const char *v)
+{
+	u64 f[5], a[5], khz = tsc_khz_known();
+	char ip[16];
+	struct vdev *d;
+
+	if (!parse_net(v, f, 5, 1) || !f[2] || f[2] > 0xffff || !f[3] || f[3] > NET_RATE_MAX_S ||
+	    !f[4] || f[4] > NET_UDP_MAX) {
+		fail("bad guest.net.blast_tx=%s", v);
+		return;
+	}
+	d = nic(f[0], "blast_tx", true);
+	if (!d)
+		return;
+	ip_str(ip, f[1]);
+	a[0] = f[1];
+	a[1] = f[2];
+	a[2] = f[3];
+	a[3] = f[4];
+	a[4] = 0;
+	if (!run_job5(VJ_NET_BLAST_TX, d, a))
+		return;
+	gprintf("GUEST net blast_tx nic=%lu frames=%lu bytes=%lu tsc=%lu tsc_khz=%lu\n", f[0],
+		vjob.r[0], vjob.r[1], vjob.r[2], khz);
+	if (vjob.at != 1)
+		fail("net blast_tx nic=%lu: no ARP answer from %s", f[0], ip);
+}
+
+static void op_sink(const char *v)
+{
+	u64 f[3], khz = tsc_khz_known();
+	struct vdev *d;
+
+	if (!parse_net(v, f, 3, 9) || !f[1] || f[1] > 0xffff || !f[2] || f[2] > NET_RATE_MAX_S) {
+		fail("bad guest.net.sink=%s", v);
+		return;
+	}
+	d = nic(f[0], "sink", true);
+	if (!d || !run_job(VJ_NET_SINK, d, f[1], f[2], 0))
+		return;
+	gprintf("GUEST net sink nic=%lu frames=%lu bytes=%lu tsc=%lu tsc_khz=%lu\n", f[0],
+		vjob.r[0], vjob.r[1], vjob.r[2], khz);
+	if (!vjob.r[0])
+		fail("net sink nic=%lu: nothing to port %lu", f[0], f[1]);
+}
+
 bool net_op(const char *w)
 {
 	if (has_prefix(w, "guest.net.ping="))
@@ -333,6 +379,10 @@ bool net_op(const char *w)
 		op_bulk_tx(w + 18);
 	else if (has_prefix(w, "guest.net.bulk_rx="))
 		op_bulk_rx(w + 18);
+	else if (has_prefix(w, "guest.net.blast_tx="))
+		op_blast_tx(w + 19);
+	else if (has_prefix(w, "guest.net.sink="))
+		op_sink(w + 15);
 	else
 		return false;
 	return true;

@@ -810,6 +810,36 @@ def case_net():
     os.close(fd)
 
 
+def case_net_two():
+    """Two NICs from two --tap-fd, in that order; each reaches its own host side."""
+    need_kvm()
+    in_netns()
+    ip("link", "set", "lo", "up")
+    fd0 = make_tap("vt0", "10.77.0.1/24")
+    fd1 = make_tap("vt1", "10.79.0.1/24")
+    peer = subprocess.Popen([sys.executable, NETPEER, "udp-recv", "9000", "5"], stdout=subprocess.PIPE, text=True)
+    check("listening" in peer.stdout.readline(), "netpeer listens")
+    st, out, err = run_fds(["run", "--tap-fd", str(fd0), "--tap-fd", str(fd1), "-p",
+                              "guest.aps=0 guest.net.ip=0:10.77.0.2 guest.net.ip=1:10.79.0.2 "
+                              "guest.net.ping=0:10.77.0.1:3 guest.net.ping=1:10.79.0.1:3 "
+                              "guest.net.udp=1:10.79.0.1:9000:5", bzimage], [fd0, fd1])
+    print(out)
+    lines = guest_lines(out)
+    got = peer.communicate(timeout=TIMEOUT)[0]
+    check(st == 0, "two NICs: exit status %s (%s)" % (st, err.strip()))
+    for n, host in ((0, "10.77.0.1"), (1, "10.79.0.1")):
+        check("GUEST net ping nic=%d peer=%s sent=3 received=3" % (n, host) in lines,
+              "NIC %d pings its host side %s" % (n, host))
+    check("result=ok" in got, "the host received NIC 1's UDP datagrams: %r" % got)
+    nics = [re.match(r"GUEST net ([01]) slot=(\d+) mac=(\S+) status=1 ", l) for l in lines]
+    nics = [m.groups() for m in nics if m]
+    check(len(nics) == 2 and nics[0][2] != nics[1][2], "two NICs, link up, different MACs: %r" % nics)
+    check(len(nics) == 2 and int(nics[0][1]) < int(nics[1][1]),
+          "the first --tap-fd is NIC 0, in the lower PCI slot: %r" % nics)
+    os.close(fd0)
+    os.close(fd1)
+
+
 def case_net_create():
     need_kvm()
     in_netns()

@@ -2,6 +2,7 @@
 #include "memory.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -15,12 +16,21 @@ int gm_init(struct guest_mem *m, uint64_t mem_bytes, struct vmm_err *err)
 
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
-	m->fd = memfd_create("libvmm-ram", MFD_CLOEXEC);
+	m->fd = memfd_create("libvmm-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m->fd < 0)
 		return err_set(err, errno, "memfd_create for guest RAM: %s", strerror(errno));
 	if (ftruncate(m->fd, (off_t)mem_bytes) < 0) {
 		ret = err_set(err, errno, "cannot size guest RAM to %llu MiB: %s",
 			      (unsigned long long)(mem_bytes >> 20), strerror(errno));
+		goto fail;
+	}
+	/*
+	 * The size is final: a device process holding the fd (the balloon
+	 * punches pages out of it) can neither shrink it under the VMM's
+	 * mapping (SIGBUS) nor grow it, nor lift the seals.
+	 */
+	if (fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		ret = err_set(err, errno, "cannot seal guest RAM's size: %s", strerror(errno));
 		goto fail;
 	}
 	m->base =

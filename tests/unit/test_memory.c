@@ -261,6 +261,33 @@ static void test_init_exact_hole(void **state)
 }
 
 /* "Safe on a zeroed struct": a zeroed struct's fd is 0, which must not be closed. */
+/* RAM's size is sealed: the fd cannot shrink or grow (a device process holds it), holes can be
+ * punched. */
+static void test_size_sealed(void **state)
+{
+	struct guest_mem m;
+	struct vmm_err err = {""};
+	uint8_t *p;
+
+	(void)state;
+	assert_int_equal(gm_init(&m, MiB(16), &err), 0);
+	assert_int_equal(fcntl(m.fd, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	assert_int_equal(ftruncate(m.fd, MiB(8)), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(ftruncate(m.fd, MiB(32)), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(fcntl(m.fd, F_ADD_SEALS, F_SEAL_WRITE), -1);
+	assert_int_equal(errno, EPERM);
+	/* What the balloon does: the page reads back as zero. */
+	p = gm_ptr(&m, MiB(1), 4096);
+	assert_non_null(p);
+	memset(p, 0xaa, 4096);
+	assert_int_equal(fallocate(m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, MiB(1), 4096),
+			 0);
+	assert_int_equal(p[0], 0);
+	gm_destroy(&m);
+}
+
 static void test_destroy_zeroed(void **state)
 {
 	struct guest_mem m;
@@ -291,6 +318,7 @@ int main(void)
 		cmocka_unit_test(test_init_64m),
 		cmocka_unit_test(test_init_above_hole),
 		cmocka_unit_test(test_init_exact_hole),
+		cmocka_unit_test(test_size_sealed),
 		cmocka_unit_test(test_destroy_zeroed),
 	};
 	/* clang-format on */

@@ -729,8 +729,10 @@ int sandbox_policy_load(const char *dir, const char *name, struct sandbox_policy
 #if HAVE_SECCOMP
 /*
  * Keep the compiled program: sandbox_filter_load() installs it with
- * seccomp(2) itself, since libseccomp's seccomp_load() keeps one listener
- * for the whole process and would not give each vCPU thread its own.
+ * seccomp(2) itself, for vCPU threads and jailed devices alike, since
+ * libseccomp's seccomp_load() keeps one listener for the whole process
+ * (each vCPU thread needs its own) and compiles, allocating, at load time
+ * (in a child forked from a threaded process).
  */
 static int keep_bpf(struct sandbox_policy *p, struct vmm_err *err)
 {
@@ -1446,18 +1448,14 @@ unsigned int sandbox_enter(const struct sandbox_config *cfg, const struct sandbo
 	 */
 	arm_death_signal(parent);
 
-#if HAVE_SECCOMP
 	{
-		int ret = seccomp_load(pol->ctx);
-		int lfd;
+		struct vmm_err e = {""};
+		int lfd, ret;
 
-		if (ret < 0)
-			fail(&j, "cannot load the seccomp filter of %s: %s", pol->path,
-			     strerror(-ret));
-		if (pol->notify) {
-			lfd = seccomp_notify_fd(pol->ctx);
-			if (lfd < 0)
-				fail(&j, "the seccomp filter has no listener");
+		/* The program compiled at load time: nothing to allocate here. */
+		if (sandbox_filter_load(pol, 0, &lfd, &e) < 0)
+			fail(&j, "%s", e.msg);
+		if (lfd >= 0) {
 			if (report_fd < 0) {
 				close(lfd);
 				fail(&j, "no report fd for the seccomp listener");
@@ -1470,8 +1468,5 @@ unsigned int sandbox_enter(const struct sandbox_config *cfg, const struct sandbo
 				     strerror(-ret));
 		}
 	}
-#else
-	fail(&j, "libvmm was built without libseccomp");
-#endif
 	return made;
 }

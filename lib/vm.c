@@ -837,20 +837,14 @@ static void vcpu_violation(struct vm *vm, struct vcpu *v, short revents)
 	char name[32];
 	int nr = -1, ret;
 
-	if (!(revents & POLLIN)) {
-		/* The thread is gone: nothing more can come. */
-		close(v->listener);
-		v->listener = -1;
-		return;
-	}
-	ret = sandbox_listener_deny(v->listener, &nr);
-	if (ret == 0)
-		return;
+	/* POLLHUP alone, or a failed read: the thread is gone, nothing more can come. */
+	ret = revents & POLLIN ? sandbox_listener_deny(v->listener, &nr) : -ESRCH;
 	if (ret < 0) {
 		close(v->listener);
 		v->listener = -1;
-		return;
 	}
+	if (ret <= 0)
+		return;
 	vm_request_exit(vm, VM_EXIT_HOST_ERROR,
 			"vCPU %u made a system call its seccomp policy (%s) forbids: %s", v->id,
 			sandbox_policy_path(vm->vcpu_policy),
@@ -909,27 +903,23 @@ int vm_run(struct vm *vm)
 	if (!atomic_compare_exchange_strong(&vm->ran, &expected, true))
 		return err_set(err, EBUSY, "vm_run: this VM has already run");
 	ret = setup_kvm(vm, err);
-	if (ret < 0) {
-		pthread_mutex_lock(&vm->state_lock);
-		vm_set_state(vm, VM_STATE_STOPPED);
-		pthread_mutex_unlock(&vm->state_lock);
-		return ret;
-	}
-	ret = vcpu_install_kick_handler();
 	if (ret < 0)
-		return err_set(err, -ret, "cannot install the vCPU kick signal handler");
-	ret = vm_confine_process(vm);
+		goto not_run;
+	ret = vcpu_install_kick_handler();
 	if (ret < 0) {
-		pthread_mutex_lock(&vm->state_lock);
-		vm_set_state(vm, VM_STATE_STOPPED);
-		pthread_mutex_unlock(&vm->state_lock);
-		return ret;
+		ret = err_set(err, -ret, "cannot install the vCPU kick signal handler");
+		goto not_run;
 	}
+	ret = vm_confine_process(vm);
+	if (ret < 0)
+		goto not_run;
 	if (vm->cfg.console_in_fd >= 0) {
 		ret = pthread_create(&vm->console_thread, NULL, console_thread, vm);
-		if (ret)
-			return err_set(err, ret, "cannot start the console thread: %s",
-				       strerror(ret));
+		if (ret) {
+			ret = err_set(err, ret, "cannot start the console thread: %s",
+				      strerror(ret));
+			goto not_run;
+		}
 		vm->console_started = true;
 	}
 	pthread_mutex_lock(&vm->state_lock);
@@ -962,6 +952,12 @@ int vm_run(struct vm *vm)
 		err_clear(err);
 	log_msg(&vm->log, VM_LOG_DEBUG, "VM exited: %s", vm_exit_reason_name(reason));
 	return reason;
+not_run:
+	/* Nothing was started: the VM is over before it ran. */
+	pthread_mutex_lock(&vm->state_lock);
+	vm_set_state(vm, VM_STATE_STOPPED);
+	pthread_mutex_unlock(&vm->state_lock);
+	return ret;
 }
 
 int vm_stop(struct vm *vm)
@@ -979,12 +975,8 @@ void vm_destroy(struct vm *vm)
 	for (unsigned int i = 0; i < vm->nvdevs; i++)
 		virtio_pci_destroy(vm->vdevs[i]);
 	if (vm->vcpus) {
-		for (unsigned int i = 0; i < vm->ncpus; i++) {
-			if (vm->vcpus[i].fd >= 0)
-				vcpu_destroy(&vm->vcpus[i]);
-			else if (vm->vcpus[i].listener >= 0)
-				close(vm->vcpus[i].listener);
-		}
+		for (unsigned int i = 0; i < vm->ncpus; i++)
+			vcpu_destroy(&vm->vcpus[i]);
 		free(vm->vcpus);
 	}
 	serial_destroy(vm->com1);

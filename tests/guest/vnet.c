@@ -268,7 +268,7 @@ static void op_recv(const char *v)
 
 static void op_bulk_tx(const char *v)
 {
-	u64 f[5], a[5];
+	u64 f[6] = {0}; /* nic, then the job's five arguments: peer, port, MiB, seed, 0 */
 	char ip[16];
 	struct vdev *d;
 
@@ -280,12 +280,7 @@ static void op_bulk_tx(const char *v)
 	if (!d)
 		return;
 	ip_str(ip, f[1]);
-	a[0] = f[1];
-	a[1] = f[2];
-	a[2] = f[3];
-	a[3] = f[4];
-	a[4] = 0;
-	if (!run_job5(VJ_NET_BULK_TX, d, a))
+	if (!run_job5(VJ_NET_BULK_TX, d, f + 1))
 		return;
 	gprintf("GUEST net bulk_tx nic=%lu peer=%s port=%lu bytes=%lu crc32=%08lx acked=%lu "
 		"peer_bytes=%lu peer_crc32=%08lx peer_lost=%lu tsc=%lu stalls=%lu\n",
@@ -323,7 +318,7 @@ static void op_bulk_rx(const char *v)
 
 static void op_blast_tx(const char *v)
 {
-	u64 f[5], a[5], khz = tsc_khz_known();
+	u64 f[6] = {0}, khz = tsc_khz_known(); /* nic, then peer, port, seconds, bytes, 0 */
 	char ip[16];
 	struct vdev *d;
 
@@ -336,12 +331,7 @@ static void op_blast_tx(const char *v)
 	if (!d)
 		return;
 	ip_str(ip, f[1]);
-	a[0] = f[1];
-	a[1] = f[2];
-	a[2] = f[3];
-	a[3] = f[4];
-	a[4] = 0;
-	if (!run_job5(VJ_NET_BLAST_TX, d, a))
+	if (!run_job5(VJ_NET_BLAST_TX, d, f + 1))
 		return;
 	gprintf("GUEST net blast_tx nic=%lu frames=%lu bytes=%lu tsc=%lu tsc_khz=%lu\n", f[0],
 		vjob.r[0], vjob.r[1], vjob.r[2], khz);

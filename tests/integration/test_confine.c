@@ -177,7 +177,6 @@ enum {
 	QDEVICE = 0x30,
 };
 
-/* What a guest driver does with the rng: find it, map BAR 0, go to DRIVER_OK, notify. */
 /* The first virtio-rng (modern) function on bus 0: its BAR 0, decoding; its slot in *@slot. */
 static uint64_t find_rng(struct fake *f, unsigned int *slot)
 {
@@ -194,6 +193,7 @@ static uint64_t find_rng(struct fake *f, unsigned int *slot)
 	return bar;
 }
 
+/* What a guest driver does with the rng: find it, map BAR 0, go to DRIVER_OK, notify. */
 static void drive_virtio(struct fake *f)
 {
 	unsigned int slot;
@@ -245,6 +245,19 @@ static void drive_virtio(struct fake *f)
 	(void)mrd(f, bar + VIRTIO_PCI_DEVICE_OFF, 1);
 	/* A reset by the driver, as Linux does on shutdown. */
 	mwr(f, common + STATUS, 1, 0);
+}
+
+/* A vCPU of @vm played by this program: no KVM fd, a run structure of its own. */
+static void fake_init(struct fake *f, struct vm *vm)
+{
+	memset(f, 0, sizeof(*f));
+	f->r = aligned_alloc(4096, sizeof(*f->r));
+	CHECK(f->r, "out of memory");
+	f->vm = vm;
+	f->v.vm = vm;
+	f->v.fd = -1;
+	f->v.listener = -1;
+	f->v.run = &f->r->run;
 }
 
 static void *fake_vcpu(void *arg)
@@ -320,21 +333,13 @@ static void __attribute__((noreturn)) child_run(bool violate, const char *sock, 
 	int reason;
 
 	CHECK(pipe2(out, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2");
-	memset(&f, 0, sizeof(f));
 	/*
 	 * A forbidden call is reported (not fatal) where vmm.policy allows it
 	 * or is not loaded: the latter is an embedder's VM_SANDBOX_DEVICES.
 	 */
-	f.vm = make_vm(out[1],
-		       violate ? VM_SANDBOX_DEVICES : VM_SANDBOX_DEVICES | VM_SANDBOX_PROCESS);
+	fake_init(&f, make_vm(out[1], violate ? VM_SANDBOX_DEVICES
+					      : VM_SANDBOX_DEVICES | VM_SANDBOX_PROCESS));
 	f.violate = violate;
-	f.r = aligned_alloc(4096, sizeof(*f.r));
-	CHECK(f.r, "out of memory");
-	f.v.vm = f.vm;
-	f.v.id = 0;
-	f.v.fd = -1;
-	f.v.listener = -1;
-	f.v.run = &f.r->run;
 	sem_init(&f.loaded, 0, 0);
 	sem_init(&f.idle, 0, 0);
 	sem_init(&f.finish, 0, 0);
@@ -573,14 +578,7 @@ static void case_device_death(bool violate)
 		vm = make_bare_vm(-1, VM_SANDBOX_DEVICES, dir);
 		CHECK(vm_add_virtio(vm, dev, NULL) == 0, "vm_add_virtio: %s", vm->err.msg);
 		/* The guest writes the device's config: the device process opens a file. */
-		memset(&f, 0, sizeof(f));
-		f.r = aligned_alloc(4096, sizeof(*f.r));
-		CHECK(f.r, "out of memory");
-		f.vm = vm;
-		f.v.vm = vm;
-		f.v.fd = -1;
-		f.v.listener = -1;
-		f.v.run = &f.r->run;
+		fake_init(&f, vm);
 		bar = find_rng(&f, &slot);
 		mwr(&f, bar + VIRTIO_PCI_DEVICE_OFF, 4, 0x12345678);
 		free(f.r);

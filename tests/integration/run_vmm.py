@@ -351,25 +351,34 @@ def case_sandbox_cli():
     check("policy" not in err, "--disable-sandbox needs no policies: %r" % err)
 
 
-def case_qcow2_cli():
-    """vmm-run create_qcow2, checked by qemu-img; qcow2 disks are detected and accepted."""
+def qemu_img(*args):
+    """Run qemu-img; returns the CompletedProcess (text)."""
+    return subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
+
+
+def need_qemu_img():
     if not shutil.which("qemu-img"):
         print("skipped: qemu-img (Debian's qemu-utils) is not installed")
         sys.exit(SKIP)
+
+
+def case_qcow2_cli():
+    """vmm-run create_qcow2, checked by qemu-img; qcow2 disks are detected and accepted."""
+    need_qemu_img()
     import json
     base = os.path.join(tmp, "base.qcow2")
     over = os.path.join(tmp, "over.qcow2")
     st, out, err = run(["create_qcow2", base, "3G", "--cluster-size", "256K"])
     check(st == 0, "create_qcow2: %s %r" % (st, err))
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", base], capture_output=True, text=True).stdout)
+    info = json.loads(qemu_img("info", "--output=json", base).stdout)
     check(info.get("format") == "qcow2" and info.get("virtual-size") == 3 << 30 and info.get("cluster-size") == 256 << 10,
           "qemu-img info: %r" % info)
     st, out, err = run(["create_qcow2", over, "--backing", base])
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", over], capture_output=True, text=True).stdout)
+    info = json.loads(qemu_img("info", "--output=json", over).stdout)
     check(st == 0 and info.get("backing-filename") == base and info.get("virtual-size") == 3 << 30,
           "overlay with a backing file: %r" % info)
     for img in (base, over):
-        chk = subprocess.run(["qemu-img", "check", img], capture_output=True, text=True)
+        chk = qemu_img("check", img)
         check(chk.returncode == 0, "qemu-img check %s: %s" % (img, chk.stdout + chk.stderr))
     expect_error(["create_qcow2", base, "1G"], "already exists", what="create_qcow2 over an existing file")
     expect_error(["create_qcow2", os.path.join(tmp, "x.qcow2"), "1G", "--cluster-size", "3000"],
@@ -630,17 +639,6 @@ def case_blk_disks():
         check("GUEST blk id disk=%d id=%s" % (i, name) in lines, "disk %d id is %s" % (i, name))
     cl = blk_line(lines, "GUEST cmdline=")
     check(" root=/dev/vda ro" in cl, "the command line names the root disk: %r" % cl)
-
-
-def qemu_img(*args):
-    """Run qemu-img; returns the CompletedProcess (text)."""
-    return subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
-
-
-def need_qemu_img():
-    if not shutil.which("qemu-img"):
-        print("skipped: qemu-img (Debian's qemu-utils) is not installed")
-        sys.exit(SKIP)
 
 
 def case_blk_qcow2_read():

@@ -2,7 +2,7 @@
 """Run the libvmm test guest under QEMU (TCG) and check what it prints.
 
 usage: run_qemu.py --case NAME --bzimage guest.bzImage --elf guest.elf [--shim shim64.elf]
-                   [--netblast bench/netblast]
+                   [--netblast BUILD/tests/guest/netblast]
 
 Exit status: 0 pass, 1 fail, 77 skip (no qemu-system-x86_64).
 """

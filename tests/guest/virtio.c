@@ -890,18 +890,29 @@ static bool in_range(struct vdev *d, u64 n, u64 lba, u64 count, const char *op)
 	return true;
 }
 
+/*
+ * The disk of guest.blk.OP=DISK:FIRST:COUNT[:...] (@n fields into @f), with the sectors in its
+ * range; NULL (after a FAIL line) otherwise.
+ */
+static struct vdev *blk_target(const char *v, const char *op, u64 *f, u32 n, bool allow_zero)
+{
+	struct vdev *d;
+
+	if (!parse_fields(v, f, n, allow_zero)) {
+		fail("bad guest.blk.%s=%s", op, v);
+		return NULL;
+	}
+	d = disk(f[0], op);
+	return d && in_range(d, f[0], f[1], f[2], op) ? d : NULL;
+}
+
 static void op_verify(const char *v)
 {
 	u64 f[4];
-	struct vdev *d;
+	struct vdev *d = blk_target(v, "verify", f, 4, true);
 	bool ok;
 
-	if (!parse_fields(v, f, 4, true)) {
-		fail("bad guest.blk.verify=%s", v);
-		return;
-	}
-	d = disk(f[0], "verify");
-	if (!d || !in_range(d, f[0], f[1], f[2], "verify"))
+	if (!d)
 		return;
 	ok = run_job(VJ_BLK_VERIFY, d, f[1], f[2], f[3]);
 	gprintf("GUEST blk verify disk=%lu sectors=%lu ", f[0], f[2]);
@@ -933,15 +944,10 @@ static void print_status(const char *what, bool ok)
 static void op_write(const char *v)
 {
 	u64 f[4];
-	struct vdev *d;
+	struct vdev *d = blk_target(v, "write", f, 4, true);
 	bool ok;
 
-	if (!parse_fields(v, f, 4, true)) {
-		fail("bad guest.blk.write=%s", v);
-		return;
-	}
-	d = disk(f[0], "write");
-	if (!d || !in_range(d, f[0], f[1], f[2], "write"))
+	if (!d)
 		return;
 	ok = run_job(VJ_BLK_WRITE, d, f[1], f[2], f[3]);
 	gprintf("GUEST blk write disk=%lu sectors=%lu status=", f[0], f[2]);
@@ -983,15 +989,10 @@ static void op_dwz(const char *v, bool zeroes)
 {
 	const char *name = zeroes ? "zeroes" : "discard";
 	u64 f[3];
-	struct vdev *d;
+	struct vdev *d = blk_target(v, name, f, 3, false);
 	bool ok;
 
-	if (!parse_fields(v, f, 3, false)) {
-		fail("bad guest.blk.%s=%s", name, v);
-		return;
-	}
-	d = disk(f[0], name);
-	if (!d || !in_range(d, f[0], f[1], f[2], name) || !f[2])
+	if (!d || !f[2])
 		return;
 	ok = run_job(zeroes ? VJ_BLK_ZEROES : VJ_BLK_DISCARD, d, f[1], f[2], 0);
 	gprintf("GUEST blk %s disk=%lu sector=%lu count=%lu status=%s readback=%s\n", name, f[0],
